@@ -1,0 +1,233 @@
+"""Request, Response and Headers: the values events carry in and out of objects.
+
+Bodies are always read in full before a handler runs, so ``text()`` and
+``json()`` are synchronous, as the API promises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Union
+
+import orjson
+
+if TYPE_CHECKING:
+    from .websocket import WebSocket
+
+__all__ = ["Headers", "Request", "Response", "HeadersInit"]
+
+HeadersInit = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]], None]
+
+
+def _check_str(what: str, value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if not isinstance(value, str):
+        raise TypeError(f"header {what} must be str, got {type(value).__name__}")
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"header {what} {value!r} contains a line break")
+    return value
+
+
+class Headers:
+    """Case-insensitive, order-keeping, multi-valued HTTP headers."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, init: HeadersInit = None) -> None:
+        # (lower-case name, value) pairs: lookups are linear but header lists are
+        # short, and this keeps duplicates (Set-Cookie) and order exactly.
+        self._items: list[tuple[str, str]] = []
+        if init is None:
+            return
+        if isinstance(init, Headers):
+            self._items = list(init._items)
+            return
+        pairs = init.items() if isinstance(init, Mapping) else init
+        for name, value in pairs:
+            self.append(name, value)
+
+    @classmethod
+    def _from_raw(cls, raw: list[tuple[bytes, bytes]]) -> Headers:
+        """Trusted constructor for parsed wire headers (already validated)."""
+        h = cls.__new__(cls)
+        h._items = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]
+        return h
+
+    def append(self, name: str, value: str) -> None:
+        self._items.append((_check_str("name", name).lower(), _check_str("value", value)))
+
+    def set(self, name: str, value: str) -> None:
+        key = _check_str("name", name).lower()
+        self._items = [(n, v) for n, v in self._items if n != key]
+        self._items.append((key, _check_str("value", value)))
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The values of ``name`` joined by ", " (as the Fetch API does), or default."""
+        key = name.lower()
+        found = [v for n, v in self._items if n == key]
+        if not found:
+            return default
+        return found[0] if len(found) == 1 else ", ".join(found)
+
+    def get_all(self, name: str) -> list[str]:
+        key = name.lower()
+        return [v for n, v in self._items if n == key]
+
+    def delete(self, name: str) -> None:
+        key = name.lower()
+        self._items = [(n, v) for n, v in self._items if n != key]
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self.set(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        self.delete(name)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = name.lower()
+        return any(n == key for n, _ in self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        seen: list[str] = []
+        for n, _ in self._items:
+            if n not in seen:
+                seen.append(n)
+        return iter(seen)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def keys(self) -> list[str]:
+        return list(self)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Headers):
+            return sorted(self._items) == sorted(other._items)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+def _as_body(body: object) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    raise TypeError(f"body must be bytes or str, got {type(body).__name__}")
+
+
+class Request:
+    """An HTTP request as an object sees it: the full original URL, body in full."""
+
+    __slots__ = ("method", "url", "headers", "body", "_ws_upgrade")
+
+    def __init__(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: HeadersInit = None,
+        body: bytes | str | None = b"",
+    ) -> None:
+        if not isinstance(url, str):
+            raise TypeError(f"url must be str, got {type(url).__name__}")
+        if not isinstance(method, str) or not method:
+            raise TypeError(f"method must be a non-empty str, got {method!r}")
+        self.url = url
+        self.method = method.upper()
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.body = _as_body(body)
+        # Set by a front end when this request asks for a WebSocket upgrade.
+        self._ws_upgrade: Any = None
+
+    @property
+    def path(self) -> str:
+        """The path part of the URL (no query string)."""
+        rest = self.url.split("://", 1)[-1]
+        slash = rest.find("/")
+        path = "/" if slash < 0 else rest[slash:]
+        return path.split("?", 1)[0].split("#", 1)[0]
+
+    @property
+    def query(self) -> str:
+        return self.url.split("?", 1)[1].split("#", 1)[0] if "?" in self.url else ""
+
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url} ({len(self.body)} bytes)>"
+
+
+class _JsonDescriptor:
+    """``Response.json`` is both a constructor (class) and a decoder (instance)."""
+
+    def __get__(self, obj: Response | None, cls: type[Response]) -> Any:
+        if obj is None:
+
+            def make(value: Any, status: int = 200, headers: HeadersInit = None) -> Response:
+                resp = cls(orjson.dumps(value), status=status, headers=headers)
+                resp.headers.set("content-type", "application/json")
+                return resp
+
+            return make
+
+        def decode() -> Any:
+            return orjson.loads(obj.body)
+
+        return decode
+
+
+class Response:
+    """An HTTP response; ``status=101`` with ``web_socket`` answers an upgrade."""
+
+    __slots__ = ("status", "headers", "body", "web_socket")
+
+    json = _JsonDescriptor()
+
+    def __init__(
+        self,
+        body: bytes | str | None = b"",
+        status: int = 200,
+        headers: HeadersInit = None,
+        web_socket: WebSocket | None = None,
+    ) -> None:
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+            raise ValueError(f"status must be an int from 100 to 599, got {status!r}")
+        if status == 101 and web_socket is None:
+            raise ValueError("a status 101 response needs web_socket= (the client end of a WebSocketPair)")
+        self.status = status
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.body = _as_body(body)
+        if isinstance(body, str) and "content-type" not in self.headers:
+            self.headers.set("content-type", "text/plain; charset=utf-8")
+        self.web_socket = web_socket
+
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} ({len(self.body)} bytes)>"
