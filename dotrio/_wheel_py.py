@@ -59,7 +59,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
-from typing import Hashable
+from collections.abc import Hashable
 
 __all__ = [
     "LEVELS",
