@@ -1,0 +1,400 @@
+"""One live object: its task, its inbox, its gates.
+
+Each live object has one dedicated task (``Actor.run``) that takes events from
+a bounded inbox in order and starts each one as a child task of the current
+*generation* (one generation per constructed instance). It starts the next
+event only once the previous one has begun and yielded, so events start in
+arrival order; a handler that awaits something other than storage lets the
+next event in, as on Cloudflare. Storage calls never yield, which is what
+keeps events out while a handler is inside one (the input gate).
+
+A handler's result is released only after every write made before it is
+committed (the output gate). A reset (abort, failed commit, failed
+block_concurrency_while) cancels the generation: every event that had started
+gets ObjectResetError, queued events go to a fresh instance.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import outcome
+import trio
+
+from .._errors import ObjectResetError, OverloadedError, StorageError
+from ..ids import DurableObjectId
+from ..object import DurableObjectState
+from ..storage import ObjectStorage
+from ..websocket import current_actor
+
+if TYPE_CHECKING:
+    from ._runtime import Namespace, Runtime
+
+__all__ = ["Actor", "Event", "ActorStatistics"]
+
+ActorKey = tuple[str, str]
+
+
+class Event:
+    """One delivery to an object: ``fn(instance)`` and who waits for its outcome."""
+
+    __slots__ = ("fn", "waiter", "callback")
+
+    def __init__(
+        self,
+        fn: Callable[[Any], Awaitable[Any]],
+        waiter: trio.lowlevel.Task | None = None,
+        callback: Callable[[outcome.Outcome], None] | None = None,
+    ) -> None:
+        self.fn = fn
+        self.waiter = waiter
+        self.callback = callback
+
+    def reply(self, result: outcome.Outcome) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            trio.lowlevel.reschedule(waiter, result)
+        callback = self.callback
+        if callback is not None:
+            self.callback = None
+            callback(result)
+
+
+class _Generation:
+    __slots__ = ("scope", "nursery", "resetting", "reason", "reset_when_idle")
+
+    def __init__(self) -> None:
+        self.scope: trio.CancelScope | None = None
+        self.nursery: trio.Nursery | None = None
+        self.resetting = False
+        self.reason = "the object was reset"
+        self.reset_when_idle = False
+
+
+@dataclass(frozen=True)
+class ActorStatistics:
+    namespace: str
+    id: str
+    queued: int
+    max_queue: int
+    running: int
+    gate_holders: int
+    generations: int
+    dirty: bool
+
+
+class Gone(Exception):
+    """Internal: the actor was evicted between lookup and submit."""
+
+
+class Actor:
+    """The runtime side of one live object."""
+
+    def __init__(self, runtime: Runtime, namespace: Namespace, oid: DurableObjectId) -> None:
+        self.runtime = runtime
+        self.namespace = namespace
+        self.id = oid
+        self.key: ActorKey = (namespace.name, str(oid))
+        self.storage = ObjectStorage(runtime.backend, namespace.name, str(oid))
+        self.storage._gate = self
+        self.instance: Any = None
+        self.ctx: DurableObjectState | None = None
+        self._inbox: deque[Event] = deque()
+        self._max_queue = runtime.max_queue
+        self._parked: trio.lowlevel.Task | None = None
+        self._parked_start: trio.lowlevel.Task | None = None
+        self._gate_holders = 0
+        self._gate_lot = trio.lowlevel.ParkingLot()
+        self._running = 0
+        self._pins = 0
+        self._gen: _Generation | None = None
+        self._generations = 0
+        self.evicted = False
+        self.last_active = trio.current_time()
+        self._gated_sends: list[Callable[[], None]] = []
+
+    # ---- caller side ----------------------------------------------------------------
+
+    def submit(self, event: Event, force: bool = False) -> None:
+        if self.evicted:
+            raise Gone
+        if len(self._inbox) >= self._max_queue and not force:
+            raise OverloadedError(
+                f"object {self.namespace.name}/{self.id} has {len(self._inbox)} events queued "
+                f"(max_queue={self._max_queue}); retry later"
+            )
+        self._inbox.append(event)
+        self.last_active = trio.current_time()
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            trio.lowlevel.reschedule(parked)
+
+    # ---- the actor task -------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while not self.evicted:
+                await self._generation()
+        finally:
+            # Runtime shutdown: nobody will deliver what is still queued.
+            while self._inbox:
+                self._inbox.popleft().reply(outcome.Error(ObjectResetError("the runtime shut down")))
+
+    async def _next_event(self) -> Event | None:
+        while not self._inbox:
+            if self.evicted:
+                return None
+            self._parked = trio.lowlevel.current_task()
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                self._parked = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        return self._inbox.popleft()
+
+    async def _generation(self) -> None:
+        event = await self._next_event()
+        if event is None:
+            return
+        gen = _Generation()
+        self._gen = gen
+        self._generations += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                gen.scope = nursery.cancel_scope
+                gen.nursery = nursery
+                if not await self._construct(event, gen):
+                    return
+                while True:
+                    await self._deliver_in_order(event, gen, nursery)
+                    if gen.resetting or gen.reset_when_idle:
+                        break
+                    next_event = await self._next_event()
+                    if next_event is None:
+                        break
+                    event = next_event
+        finally:
+            self.instance = None
+            self.ctx = None
+            self._gen = None
+
+    async def _construct(self, first: Event, gen: _Generation) -> bool:
+        ctx = DurableObjectState(self)
+        self.ctx = ctx
+        current_actor.set(self)
+        try:
+            instance = self.namespace.cls(ctx, self.runtime.env)
+            self.instance = instance
+            on_start = getattr(instance, "on_start", None)
+            if on_start is not None:
+                self.hold_gate()
+                try:
+                    await on_start()
+                finally:
+                    self.release_gate()
+            await self.output_gate()
+        except trio.Cancelled:
+            self._inbox.appendleft(first)
+            raise
+        except Exception as exc:
+            self.storage.rollback()
+            first.reply(outcome.Error(exc))
+            return False
+        return True
+
+    async def _deliver_in_order(self, event: Event, gen: _Generation, nursery: trio.Nursery) -> None:
+        while self._gate_holders:
+            try:
+                await self._gate_lot.park()
+            except trio.Cancelled:
+                self._inbox.appendleft(event)
+                raise
+        nursery.start_soon(self._handle, event, gen)
+        # Wait until the handler has started (and run up to its first yield) so
+        # that events begin in arrival order.
+        self._parked_start = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._parked_start = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def _handle(self, event: Event, gen: _Generation) -> None:
+        self._running += 1
+        current_actor.set(self)
+        starter = self._parked_start
+        self._parked_start = None
+        if starter is not None:
+            trio.lowlevel.reschedule(starter)
+        try:
+            try:
+                result: outcome.Outcome = outcome.Value(await event.fn(self.instance))
+            except trio.Cancelled:
+                event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                raise
+            except Exception as exc:
+                if gen.resetting:
+                    event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                    return
+                result = outcome.Error(exc)
+            if gen.resetting:
+                event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                return
+            try:
+                await self.output_gate()
+            except trio.Cancelled:
+                event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                raise
+            except StorageError as exc:
+                self.reset(f"commit failed: {exc}")
+            if gen.resetting:
+                event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                return
+            event.reply(result)
+        finally:
+            self._running -= 1
+            self.last_active = trio.current_time()
+            if gen.reset_when_idle and not gen.resetting:
+                self.reset("block_concurrency_while() raised")
+
+    # ---- gates ------------------------------------------------------------------------
+
+    def hold_gate(self) -> None:
+        self._gate_holders += 1
+
+    def release_gate(self) -> None:
+        self._gate_holders -= 1
+        if not self._gate_holders:
+            self._gate_lot.unpark_all()
+
+    def storage_dirty(self) -> None:
+        self.runtime._schedule_flush(self)
+
+    async def output_gate(self) -> None:
+        """Return once every write made so far is committed; then release
+        WebSocket messages that were waiting for it."""
+        storage = self.storage
+        if storage.in_transaction:
+            await storage.wait_transaction_done()
+        storage.commit()
+        self._release_sends()
+
+    def flush(self) -> None:
+        """Commit now if possible (the runtime's flusher calls this after a yield)."""
+        storage = self.storage
+        if storage.in_transaction or not storage.dirty:
+            return
+        try:
+            storage.commit()
+        except StorageError as exc:
+            self.reset(f"commit failed: {exc}")
+            return
+        self._release_sends()
+
+    def gated_send(self, send: Callable[[], None]) -> None:
+        """Run ``send`` once earlier writes are committed (now, if none are pending)."""
+        if self.storage.dirty or self._gated_sends:
+            self._gated_sends.append(send)
+        else:
+            send()
+
+    def _release_sends(self) -> None:
+        sends = self._gated_sends
+        if sends:
+            self._gated_sends = []
+            for send in sends:
+                send()
+
+    # ---- resets -------------------------------------------------------------------------
+
+    def reset(self, reason: str) -> None:
+        gen = self._gen
+        self.storage.rollback()
+        self._gated_sends = []
+        if gen is None or gen.resetting:
+            return
+        gen.resetting = True
+        gen.reason = f"object {self.namespace.name}/{self.id} was reset: {reason}"
+        if gen.scope is not None:
+            gen.scope.cancel()
+
+    def abort(self, reason: str | None) -> None:
+        self.reset(f"ctx.abort({reason!r})" if reason is not None else "ctx.abort()")
+        raise ObjectResetError(reason or "the object was aborted")
+
+    async def block_concurrency_while(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        self.hold_gate()
+        try:
+            return await fn()
+        except Exception:
+            self.storage.rollback()
+            gen = self._gen
+            if gen is not None:
+                gen.reset_when_idle = True
+            raise
+        finally:
+            self.release_gate()
+
+    def wait_until(self, awaitable: Awaitable[Any]) -> None:
+        gen = self._gen
+        if gen is None or gen.nursery is None:
+            raise RuntimeError("wait_until() called outside an active object")
+
+        async def run() -> None:
+            self._pins += 1
+            try:
+                await awaitable
+            finally:
+                self._pins -= 1
+                self.last_active = trio.current_time()
+
+        gen.nursery.start_soon(run)
+
+    # ---- eviction -----------------------------------------------------------------------
+
+    def pin(self) -> None:
+        """Something keeps this object in memory (a non-hibernatable WebSocket)."""
+        self._pins += 1
+
+    def unpin(self) -> None:
+        self._pins -= 1
+        self.last_active = trio.current_time()
+
+    def is_idle(self) -> bool:
+        return (
+            not self._running
+            and not self._inbox
+            and not self._pins
+            and not self._gate_holders
+            and not self.storage.dirty
+            and not self._gated_sends
+        )
+
+    def evict(self) -> None:
+        """Drop the instance (state lives in storage). Synchronous: once this
+        returns the next event for this id builds a new actor."""
+        self.evicted = True
+        self.storage.close()
+        parked = self._parked
+        if parked is not None:
+            self._parked = None
+            trio.lowlevel.reschedule(parked)
+
+    def statistics(self) -> ActorStatistics:
+        return ActorStatistics(
+            namespace=self.namespace.name,
+            id=str(self.id),
+            queued=len(self._inbox),
+            max_queue=self._max_queue,
+            running=self._running,
+            gate_holders=self._gate_holders,
+            generations=self._generations,
+            dirty=self.storage.dirty,
+        )

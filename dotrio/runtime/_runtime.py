@@ -1,0 +1,332 @@
+"""The embedded runtime: one root nursery hosting every live object.
+
+``async with Runtime(bindings=..., data_dir=...) as rt`` is the whole
+lifecycle: objects are activated by their first event, evicted when idle, and
+on exit in-flight work is drained, committed, and databases are closed. No
+task or thread outlives the block.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import outcome
+import trio
+
+from .._clock import RuntimeClock
+from .._codec import copy as copy_value
+from .._errors import DotrioError, ObjectResetError
+from ..http import Request, Response
+from ..ids import DurableObjectId, IdFactory, load_or_create_secret
+from ..namespace import DurableObjectNamespace, DurableObjectStub
+from ..object import DurableObject, Env
+from ..storage import StorageBackend
+from ._actor import Actor, ActorKey, Event, Gone
+
+__all__ = ["Runtime", "RuntimeStatistics", "Namespace"]
+
+Namespace = DurableObjectNamespace
+_PASSTHROUGH = (DurableObjectId, DurableObjectStub)
+
+
+@dataclass(frozen=True)
+class RuntimeStatistics:
+    live_objects: int
+    activations: int
+    evictions: int
+    events: int
+    overloaded: int
+    storage: Any
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isnan(value):
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class Runtime:
+    """Hosts Durable Object classes in-process; the same thing the server runs."""
+
+    def __init__(
+        self,
+        bindings: Mapping[str, type],
+        data_dir: str | Path | None = None,
+        vars: Mapping[str, Any] | None = None,
+        idle_timeout: float = 70.0,
+        hibernation_timeout: float = 10.0,
+        max_queue: int = 1024,
+        durability: str = "process",
+        pool_size: int = 2048,
+        drain_timeout: float = 30.0,
+        sqlite_vfs: str | None = None,
+    ) -> None:
+        if not isinstance(bindings, Mapping) or not bindings:
+            raise TypeError("bindings must be a non-empty mapping of binding name -> DurableObject class")
+        for bname, cls in bindings.items():
+            if not isinstance(bname, str) or not bname.isidentifier():
+                raise ValueError(f"binding name {bname!r} must be a Python identifier")
+            if not (isinstance(cls, type) and issubclass(cls, DurableObject)):
+                raise TypeError(f"binding {bname!r} must be a DurableObject subclass, got {cls!r}")
+        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
+            raise ValueError(f"max_queue must be a positive int, got {max_queue!r}")
+        self.idle_timeout = _positive("idle_timeout", idle_timeout)
+        self.hibernation_timeout = _positive("hibernation_timeout", hibernation_timeout)
+        self.drain_timeout = _positive("drain_timeout", drain_timeout)
+        self.max_queue = max_queue
+        self.data_dir = Path(data_dir).resolve() if data_dir is not None else None
+        self.backend = StorageBackend(self.data_dir, durability=durability, pool_size=pool_size, vfs=sqlite_vfs)
+        self._bindings = dict(bindings)
+        self._vars = dict(vars or {})
+        clash = set(self._bindings) & set(self._vars)
+        if clash:
+            raise ValueError(f"names used both as binding and var: {sorted(clash)}")
+        self._actors: OrderedDict[ActorKey, Actor] = OrderedDict()
+        self._namespaces: dict[str, DurableObjectNamespace] = {}
+        self.env = Env({})
+        self.clock: RuntimeClock | None = None
+        self._nursery: trio.Nursery | None = None
+        self._nursery_cm: Any = None
+        self._closing = False
+        self._dirty: dict[ActorKey, Actor] = {}
+        self._flusher_parked: trio.lowlevel.Task | None = None
+        self._sweeper_wake = trio.Event()
+        self._activations = 0
+        self._evictions = 0
+        self._events = 0
+        self._overloaded = 0
+        # Attached by the subsystems that need to see every object.
+        from ..websocket import WebSocketRegistry
+
+        self.websockets = WebSocketRegistry(self)
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        self.clock = RuntimeClock()
+        secret = load_or_create_secret(self.data_dir)
+        env: dict[str, Any] = dict(self._vars)
+        for bname, cls in self._bindings.items():
+            ns_name = cls.__name__
+            ns = DurableObjectNamespace(self, ns_name, cls, IdFactory(ns_name, secret))
+            self._namespaces[ns_name] = ns
+            env[bname] = ns
+        self.env = Env(env)
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        self._nursery.start_soon(self._flusher)
+        self._nursery.start_soon(self._sweeper)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            if exc is None:
+                await self.drain(self.drain_timeout)
+        finally:
+            self._closing = True
+            assert self._nursery is not None
+            self._nursery.cancel_scope.cancel()
+            try:
+                return await self._nursery_cm.__aexit__(exc_type, exc, tb)
+            finally:
+                self._shutdown_storage()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until no object has work running or queued.
+        Returns whether everything went idle."""
+        with trio.move_on_after(timeout):
+            while True:
+                busy = [a for a in self._actors.values() if not a.is_idle()]
+                if not busy:
+                    return True
+                for actor in busy:
+                    actor.flush()
+                await trio.sleep(0.005)
+        return False
+
+    def _shutdown_storage(self) -> None:
+        for actor in list(self._actors.values()):
+            if actor.is_idle() or not actor._running:
+                actor.flush()
+            actor.evict()
+        self._actors.clear()
+        self.backend.close()
+
+    def statistics(self) -> RuntimeStatistics:
+        return RuntimeStatistics(
+            live_objects=len(self._actors),
+            activations=self._activations,
+            evictions=self._evictions,
+            events=self._events,
+            overloaded=self._overloaded,
+            storage=self.backend.statistics(),
+        )
+
+    def namespace(self, name: str) -> DurableObjectNamespace:
+        """A namespace by binding name or class name."""
+        ns = self.env.get(name)
+        if isinstance(ns, DurableObjectNamespace):
+            return ns
+        try:
+            return self._namespaces[name]
+        except KeyError:
+            raise KeyError(f"no namespace or binding named {name!r}") from None
+
+    @property
+    def namespaces(self) -> dict[str, DurableObjectNamespace]:
+        return dict(self._namespaces)
+
+    # ---- activation -------------------------------------------------------------------
+
+    def _actor_for(self, ns: DurableObjectNamespace, oid: DurableObjectId) -> Actor:
+        key = (ns.name, str(oid))
+        actor = self._actors.get(key)
+        if actor is not None:
+            self._actors.move_to_end(key)
+            return actor
+        if self._closing or self._nursery is None:
+            raise DotrioError("the runtime is not running (not entered, or shutting down)")
+        actor = Actor(self, ns, oid)
+        self._actors[key] = actor
+        self._activations += 1
+        self._nursery.start_soon(actor.run, name=f"dotrio.actor {ns.name}/{str(oid)[:12]}")
+        return actor
+
+    def live_actor(self, key: ActorKey) -> Actor | None:
+        return self._actors.get(key)
+
+    def submit(self, ns: DurableObjectNamespace, oid: DurableObjectId, event: Event, force: bool = False) -> Actor:
+        """Queue ``event`` for the object, activating it if needed."""
+        while True:
+            actor = self._actor_for(ns, oid)
+            try:
+                actor.submit(event, force)
+            except Gone:
+                continue
+            except DotrioError:
+                self._overloaded += 1
+                raise
+            self._events += 1
+            return actor
+
+    async def call(self, ns: DurableObjectNamespace, oid: DurableObjectId, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+        """Run ``fn(instance)`` as an event of the object and return its outcome."""
+        event = Event(fn, trio.lowlevel.current_task())
+        self.submit(ns, oid, event)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            # The event still runs (as on Cloudflare a disconnected client does not
+            # cancel the object's work); only this caller stops waiting.
+            event.waiter = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def post(
+        self,
+        ns: DurableObjectNamespace,
+        oid: DurableObjectId,
+        fn: Callable[[Any], Awaitable[Any]],
+        callback: Callable[[outcome.Outcome], None] | None = None,
+        force: bool = False,
+    ) -> None:
+        """Queue ``fn(instance)`` without waiting for it (alarms, WebSocket events).
+        ``force`` skips the inbox bound, for events that must not be dropped and
+        are bounded elsewhere (one close per socket, one alarm per object)."""
+        self.submit(ns, oid, Event(fn, None, callback), force=force)
+
+    async def _fetch(self, ns: DurableObjectNamespace, oid: DurableObjectId, request: Request) -> Response:
+        async def run(instance: Any) -> Response:
+            response = await instance.fetch(request)
+            if not isinstance(response, Response):
+                raise TypeError(
+                    f"{type(instance).__name__}.fetch() must return a dotrio.Response, got {type(response).__name__}"
+                )
+            return response
+
+        return await self.call(ns, oid, run)
+
+    async def _rpc(
+        self, ns: DurableObjectNamespace, oid: DurableObjectId, name: str, args: tuple, kwargs: dict
+    ) -> Any:
+        args = copy_value(args, _PASSTHROUGH)
+        kwargs = copy_value(kwargs, _PASSTHROUGH)
+
+        async def run(instance: Any) -> Any:
+            result = getattr(instance, name)(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return copy_value(result, _PASSTHROUGH)
+
+        return await self.call(ns, oid, run)
+
+    # ---- background tasks --------------------------------------------------------------
+
+    def _schedule_flush(self, actor: Actor) -> None:
+        self._dirty[actor.key] = actor
+        parked = self._flusher_parked
+        if parked is not None:
+            self._flusher_parked = None
+            trio.lowlevel.reschedule(parked)
+
+    async def _flusher(self) -> None:
+        """Commits objects' writes once their handler yields at a non-storage
+        await: it can only run when every handler is suspended."""
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._flusher_parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        while True:
+            if not self._dirty:
+                self._flusher_parked = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(abort)
+                continue
+            dirty = self._dirty
+            self._dirty = {}
+            for actor in dirty.values():
+                if not actor.evicted:
+                    actor.flush()
+            await trio.lowlevel.checkpoint()
+
+    async def _sweeper(self) -> None:
+        """Evicts objects idle past their timeout, oldest activity first."""
+        shortest = min(self.idle_timeout, self.hibernation_timeout)
+        interval = min(max(shortest / 10.0, 0.01), 1.0)
+        while True:
+            await trio.sleep(interval)
+            now = trio.current_time()
+            for key, actor in list(self._actors.items()):
+                if actor.last_active > now - shortest:
+                    break
+                timeout = (
+                    self.hibernation_timeout if self.websockets.hibernatable_only(actor) else self.idle_timeout
+                )
+                if actor.last_active <= now - timeout and actor.is_idle():
+                    self.evict(actor)
+
+    def evict(self, actor: Actor) -> bool:
+        """Evict ``actor`` now if it is idle. Returns whether it was evicted."""
+        if actor.evicted:
+            return True
+        actor.flush()
+        if not actor.is_idle():
+            return False
+        if self._actors.get(actor.key) is actor:
+            del self._actors[actor.key]
+        self._dirty.pop(actor.key, None)
+        actor.evict()
+        self._evictions += 1
+        return True

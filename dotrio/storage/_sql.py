@@ -1,0 +1,196 @@
+"""The SQL API: ``ctx.storage.sql.exec`` and its cursor.
+
+User SQL runs inside the object's open write transaction, so KV and SQL writes
+commit together. An authorizer fences off what would break the runtime's
+guarantees: transaction control (the runtime owns commits), ATTACH, the
+runtime's own ``_dotrio_*`` tables, and PRAGMAs that change durability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import apsw
+
+from .._errors import StorageError
+
+if TYPE_CHECKING:
+    from ._object import ObjectStorage
+
+__all__ = ["SqlStorage", "SqlCursor"]
+
+_BINDABLE = (type(None), int, float, str, bytes)
+
+# PRAGMAs that only read schema information; every other PRAGMA is refused.
+_READ_PRAGMAS = frozenset(
+    {
+        "table_info",
+        "table_xinfo",
+        "table_list",
+        "index_info",
+        "index_xinfo",
+        "index_list",
+        "foreign_key_list",
+        "foreign_key_check",
+        "collation_list",
+        "function_list",
+        "pragma_list",
+        "quick_check",
+        "integrity_check",
+        "page_count",
+        "page_size",
+        "freelist_count",
+        "data_version",
+        "user_version",
+        "application_id",
+        "encoding",
+        "compile_options",
+    }
+)
+
+
+class SqlCursor:
+    """The rows of the last statement of one ``exec`` call, read in full.
+
+    Iterating yields each row as a dict; ``raw()`` yields lists. Rows are
+    consumed as they are read, as with Cloudflare's cursor.
+    """
+
+    __slots__ = ("column_names", "rows_read", "rows_written", "_rows", "_pos")
+
+    def __init__(self, column_names: list[str], rows: list[tuple], rows_read: int, rows_written: int) -> None:
+        self.column_names = column_names
+        self.rows_read = rows_read
+        self.rows_written = rows_written
+        self._rows = rows
+        self._pos = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._pos >= len(self._rows):
+            raise StopIteration
+        row = self._rows[self._pos]
+        self._pos += 1
+        return dict(zip(self.column_names, row))
+
+    def next(self) -> dict[str, Any] | None:
+        """The next row, or None when there are no more."""
+        return next(self, None)
+
+    def to_array(self) -> list[dict[str, Any]]:
+        names = self.column_names
+        rest = self._rows[self._pos :]
+        self._pos = len(self._rows)
+        return [dict(zip(names, row)) for row in rest]
+
+    def raw(self) -> Iterator[list[Any]]:
+        rest = self._rows[self._pos :]
+        self._pos = len(self._rows)
+        return iter([list(row) for row in rest])
+
+    def one(self) -> dict[str, Any]:
+        remaining = len(self._rows) - self._pos
+        if remaining != 1:
+            raise StorageError(f"one() expected exactly one row, the query returned {remaining}")
+        return next(self)
+
+
+class _Authorizer:
+    """Records why a statement was refused, so the error can say it."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def __call__(self, action: int, p1: str | None, p2: str | None, dbname: str | None, trigger: str | None) -> int:
+        if action == apsw.SQLITE_TRANSACTION:
+            self.reason = (
+                f"{p1 or 'transaction control'} is not allowed in sql.exec: the runtime commits for you; "
+                "use storage.transaction_sync(fn) for an atomic group of statements"
+            )
+            return apsw.SQLITE_DENY
+        if action == apsw.SQLITE_SAVEPOINT:
+            self.reason = "SAVEPOINT/RELEASE are not allowed in sql.exec: use storage.transaction_sync(fn)"
+            return apsw.SQLITE_DENY
+        if action in (apsw.SQLITE_ATTACH, apsw.SQLITE_DETACH):
+            self.reason = "ATTACH/DETACH are not allowed: each object has exactly one database"
+            return apsw.SQLITE_DENY
+        if action == apsw.SQLITE_PRAGMA:
+            name = (p1 or "").lower()
+            if name in _READ_PRAGMAS and (p2 is None or name in ("table_info", "table_xinfo", "index_info",
+                                                                  "index_xinfo", "index_list", "foreign_key_list",
+                                                                  "foreign_key_check", "table_list")):
+                return apsw.SQLITE_OK
+            self.reason = f"PRAGMA {name} is not allowed in sql.exec (only schema-reading PRAGMAs are)"
+            return apsw.SQLITE_DENY
+        for name in (p1, p2):
+            if name is not None and name[:8].lower() == "_dotrio_":
+                self.reason = f"{name!r}: tables whose names start with _dotrio_ belong to the runtime"
+                return apsw.SQLITE_DENY
+        return apsw.SQLITE_OK
+
+
+class SqlStorage:
+    """``ctx.storage.sql``."""
+
+    __slots__ = ("_storage",)
+
+    def __init__(self, storage: ObjectStorage) -> None:
+        self._storage = storage
+
+    @property
+    def database_size(self) -> int:
+        """Bytes used by the object's database (0 before its first write)."""
+        return self._storage._database_size()
+
+    def exec(self, query: str, *bindings: Any) -> SqlCursor:
+        """Run ``query`` (one or more ``;``-separated statements) with ``bindings``.
+
+        Raises StorageError for SQL errors and forbidden statements, TypeError
+        for a binding of an unsupported type.
+        """
+        if not isinstance(query, str):
+            raise TypeError(f"sql.exec() query must be str, got {type(query).__name__}")
+        for i, b in enumerate(bindings):
+            if type(b) not in _BINDABLE and not isinstance(b, bool):
+                raise TypeError(
+                    f"sql.exec() binding {i + 1} has unsupported type {type(b).__name__}; "
+                    "expected None, int, float, str or bytes"
+                )
+        return self._storage._exec_user_sql(query, bindings)
+
+
+def run_user_sql(conn: apsw.Connection, query: str, bindings: tuple) -> SqlCursor:
+    """Execute user SQL under the authorizer; the caller owns the transaction."""
+    auth = _Authorizer()
+    cursor = conn.cursor()
+    rows: list[tuple] = []
+    names: list[str] = []
+
+    def on_statement(cur: apsw.Cursor, _sql: str, _b: Any) -> bool:
+        # The cursor of exec() is the last statement's: forget earlier rows.
+        rows.clear()
+        names[:] = [d[0] for d in cur.get_description()]
+        return True
+
+    before = conn.total_changes()
+    conn.authorizer = auth
+    cursor.exec_trace = on_statement
+    try:
+        cursor.execute(query, bindings)
+        for row in cursor:
+            rows.append(row)
+    except apsw.AuthError as e:
+        raise StorageError(auth.reason or str(e)) from e
+    except apsw.BindingsError as e:
+        raise StorageError(f"wrong number of bindings: {e}") from e
+    except apsw.Error as e:
+        raise StorageError(f"SQL error: {e}") from e
+    finally:
+        conn.authorizer = None
+    written = conn.total_changes() - before
+    return SqlCursor(names, rows, len(rows), written)

@@ -1,0 +1,505 @@
+"""WebSockets: pairs, the hibernation API, and the bridge to the front end.
+
+A ``WebSocketPair()`` is two linked ends. The object keeps the *server* end
+and returns the *client* end in a 101 response; the front end attaches its
+network transport to the client end (``client._attach(transport)``), after
+which whatever the object sends on the server end goes to the network and
+every network message arrives at the server end.
+
+The server end accepted with ``ctx.accept_websocket`` is *hibernatable*: it is
+held by the runtime's registry, not by the object instance, so the instance can
+be evicted while the socket stays open; the next message activates a new
+instance and calls ``websocket_message``. Auto-responses are answered here,
+without waking the object. The standard mode (``ws.accept()`` then
+``async for message in ws``) keeps the object in memory while open.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as _dt
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import outcome
+import trio
+
+from ._codec import decode, encode
+from ._errors import OverloadedError
+
+if TYPE_CHECKING:
+    from .runtime._actor import Actor, ActorKey
+    from .runtime._runtime import Runtime
+
+__all__ = [
+    "WebSocket",
+    "WebSocketPair",
+    "WebSocketRequestResponsePair",
+    "WebSocketTransport",
+    "WebSocketEndpoint",
+    "WebSocketRegistry",
+    "WebSocketStatistics",
+    "MAX_TAGS",
+    "MAX_ATTACHMENT_BYTES",
+    "MAX_SOCKETS_PER_OBJECT",
+]
+
+log = logging.getLogger("dotrio.websocket")
+
+MAX_TAGS = 10
+MAX_TAG_LENGTH = 256
+MAX_ATTACHMENT_BYTES = 16_384
+MAX_SOCKETS_PER_OBJECT = 32_768
+_INBOUND_BUFFER = 256
+
+CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
+
+# The actor whose handler is running in this task (set by the runtime), so that
+# ws.accept() knows which object to keep in memory.
+current_actor: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("dotrio_current_actor", default=None)
+
+
+class WebSocketTransport(Protocol):
+    """What a front end gives the client end: a way to send to the network."""
+
+    def send_message(self, data: str | bytes) -> None: ...
+
+    def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+class WebSocketEndpoint(Protocol):
+    """What the front end calls with what arrives from the network."""
+
+    async def on_message(self, data: str | bytes) -> None: ...
+
+    async def on_close(self, code: int, reason: str, was_clean: bool) -> None: ...
+
+    async def on_error(self, exc: BaseException) -> None: ...
+
+
+@dataclass(frozen=True)
+class WebSocketRequestResponsePair:
+    """An auto-response: a message equal to ``request`` is answered with
+    ``response`` by the runtime, without waking the object."""
+
+    request: str
+    response: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.request, str) or not isinstance(self.response, str):
+            raise TypeError("WebSocketRequestResponsePair takes two str values")
+        if len(self.request) > 2048 or len(self.response) > 2048:
+            raise ValueError("auto-response request and response are limited to 2048 characters each")
+
+
+def _check_message(data: object) -> str | bytes:
+    if isinstance(data, (str, bytes)):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    raise TypeError(f"WebSocket messages are str or bytes, got {type(data).__name__}")
+
+
+class WebSocket:
+    """One end of a WebSocket."""
+
+    __slots__ = (
+        "_peer",
+        "_transport",
+        "_state",
+        "_registry",
+        "_actor_key",
+        "_hibernatable",
+        "_tags",
+        "_attachment",
+        "_auto_ts",
+        "_inbound_send",
+        "_inbound_recv",
+        "_pinned_actor",
+        "close_code",
+        "close_reason",
+        "__weakref__",
+    )
+
+    def __init__(self) -> None:
+        self._peer: WebSocket | None = None
+        self._transport: WebSocketTransport | None = None
+        self._state = CONNECTING
+        self._registry: WebSocketRegistry | None = None
+        self._actor_key: ActorKey | None = None
+        self._hibernatable = False
+        self._tags: tuple[str, ...] = ()
+        self._attachment: bytes | None = None
+        self._auto_ts: _dt.datetime | None = None
+        self._inbound_send: trio.MemorySendChannel | None = None
+        self._inbound_recv: trio.MemoryReceiveChannel | None = None
+        self._pinned_actor: Actor | None = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+
+    # ---- user API --------------------------------------------------------------------
+
+    @property
+    def ready_state(self) -> int:
+        """0 connecting, 1 open, 2 closing, 3 closed (as in the WebSocket API)."""
+        return self._state
+
+    def accept(self) -> None:
+        """Standard mode: receive messages with ``async for message in ws``. The
+        object stays in memory while this socket is open."""
+        if self._hibernatable or self._inbound_recv is not None:
+            raise RuntimeError("this WebSocket was already accepted")
+        self._inbound_send, self._inbound_recv = trio.open_memory_channel(_INBOUND_BUFFER)
+        self._state = OPEN
+        actor = current_actor.get()
+        if actor is not None:
+            actor.pin()
+            self._pinned_actor = actor
+
+    def send(self, message: str | bytes) -> None:
+        """Queue a message to the peer; it leaves after the object's earlier
+        writes are committed (the output gate)."""
+        data = _check_message(message)
+        if self._state in (CLOSING, CLOSED):
+            raise RuntimeError("cannot send on a closed WebSocket")
+        actor = self._live_actor()
+        if actor is not None:
+            actor.gated_send(lambda: self._send_now(data))
+        else:
+            self._send_now(data)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake."""
+        if not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999):
+            raise ValueError(f"close code must be 1000 or 3000-4999, got {code!r}")
+        if len(reason.encode("utf-8")) > 123:
+            raise ValueError("close reason must be at most 123 bytes of UTF-8")
+        if self._state == CLOSED:
+            return
+        actor = self._live_actor()
+        if actor is not None:
+            actor.gated_send(lambda: self._close_now(code, reason))
+        else:
+            self._close_now(code, reason)
+
+    def serialize_attachment(self, value: Any) -> None:
+        """Keep ``value`` with this socket (it survives hibernation)."""
+        data = encode(value)
+        if len(data) > MAX_ATTACHMENT_BYTES:
+            raise ValueError(
+                f"attachment encodes to {len(data)} bytes; the limit is {MAX_ATTACHMENT_BYTES}"
+            )
+        self._attachment = data
+
+    def deserialize_attachment(self) -> Any:
+        return None if self._attachment is None else decode(self._attachment)
+
+    async def receive(self) -> str | bytes:
+        """The next message (standard mode). Raises trio.EndOfChannel once closed."""
+        if self._inbound_recv is None:
+            raise RuntimeError("call accept() before receiving (or use the hibernation API)")
+        return await self._inbound_recv.receive()
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        if self._inbound_recv is None:
+            raise RuntimeError("call accept() before iterating")
+        return self._inbound_recv.__aiter__()
+
+    # ---- plumbing ------------------------------------------------------------------------
+
+    def _live_actor(self) -> Actor | None:
+        if self._registry is None or self._actor_key is None:
+            return current_actor.get()
+        return self._registry.runtime.live_actor(self._actor_key)
+
+    def _send_now(self, data: str | bytes) -> None:
+        peer = self._peer
+        if peer is None:
+            return
+        transport = peer._transport
+        if transport is not None:
+            if not transport.closed:
+                transport.send_message(data)
+            return
+        peer._inbound(data)
+
+    def _close_now(self, code: int, reason: str) -> None:
+        if self._state == CLOSED:
+            return
+        self._state = CLOSING
+        peer = self._peer
+        if peer is not None:
+            transport = peer._transport
+            if transport is not None:
+                transport.close(code, reason)
+            else:
+                peer._peer_closed(code, reason, True)
+
+    def _inbound(self, data: str | bytes) -> None:
+        """A message for this end from its peer (in-process pairs)."""
+        if self._hibernatable and self._registry is not None:
+            self._registry.deliver_message_nowait(self, data)
+            return
+        send = self._inbound_send
+        if send is None:
+            return
+        try:
+            send.send_nowait(data)
+        except trio.WouldBlock:
+            self._close_now(1011, "receive buffer full")
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    def _peer_closed(self, code: int, reason: str, was_clean: bool) -> None:
+        """The other side closed: finish our side and tell whoever listens."""
+        if self._state == CLOSED:
+            return
+        self._state = CLOSED
+        self.close_code = code
+        self.close_reason = reason
+        if self._inbound_send is not None:
+            self._inbound_send.close()
+        if self._pinned_actor is not None:
+            self._pinned_actor.unpin()
+            self._pinned_actor = None
+        if self._hibernatable and self._registry is not None:
+            self._registry.deliver_close(self, code, reason, was_clean)
+
+    def _attach(self, transport: WebSocketTransport) -> WebSocketEndpoint:
+        """The front end binds its network transport to this (client) end."""
+        if self._peer is None:
+            raise RuntimeError("only an end of a WebSocketPair can be attached to a transport")
+        if self._transport is not None:
+            raise RuntimeError("this WebSocket is already attached to a connection")
+        self._transport = transport
+        self._state = OPEN
+        return _Endpoint(self)
+
+    def __repr__(self) -> str:
+        return f"<WebSocket state={self._state} tags={list(self._tags)}>"
+
+
+class _Endpoint:
+    """Network events for the client end, forwarded to its peer (the object's end)."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: WebSocket) -> None:
+        self._client = client
+
+    async def on_message(self, data: str | bytes) -> None:
+        server = self._client._peer
+        if server is None or server._state == CLOSED:
+            return
+        if server._hibernatable and server._registry is not None:
+            await server._registry.deliver_message(server, data)
+            return
+        send = server._inbound_send
+        if send is not None:
+            try:
+                await send.send(data)  # back-pressure: a slow reader slows the socket
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+
+    async def on_close(self, code: int, reason: str, was_clean: bool) -> None:
+        client = self._client
+        client._state = CLOSED
+        server = client._peer
+        if server is not None:
+            server._peer_closed(code, reason, was_clean)
+
+    async def on_error(self, exc: BaseException) -> None:
+        server = self._client._peer
+        if server is not None and server._hibernatable and server._registry is not None:
+            server._registry.deliver_error(server, exc)
+
+
+def WebSocketPair() -> tuple[WebSocket, WebSocket]:  # noqa: N802 - Cloudflare's name
+    """Two linked ends: return ``client`` in a 101 response, keep ``server``."""
+    client, server = WebSocket(), WebSocket()
+    client._peer = server
+    server._peer = client
+    return client, server
+
+
+@dataclass(frozen=True)
+class WebSocketStatistics:
+    objects_with_sockets: int
+    hibernatable_sockets: int
+    auto_responses: int
+
+
+class _ObjectSockets:
+    __slots__ = ("sockets", "auto")
+
+    def __init__(self) -> None:
+        self.sockets: dict[WebSocket, None] = {}
+        self.auto: WebSocketRequestResponsePair | None = None
+
+
+class WebSocketRegistry:
+    """Every hibernatable socket of a Runtime, by object. Survives eviction."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._by_object: dict[ActorKey, _ObjectSockets] = {}
+        self._auto_responses = 0
+
+    def accept(self, actor: Actor, ws: WebSocket, tags: Iterable[str] | None) -> None:
+        if not isinstance(ws, WebSocket):
+            raise TypeError(f"accept_websocket() takes a WebSocket, got {type(ws).__name__}")
+        if ws._hibernatable or ws._inbound_recv is not None:
+            raise RuntimeError("this WebSocket was already accepted")
+        tag_tuple = tuple(tags) if tags is not None else ()
+        if len(tag_tuple) > MAX_TAGS:
+            raise ValueError(f"a WebSocket takes at most {MAX_TAGS} tags, got {len(tag_tuple)}")
+        for tag in tag_tuple:
+            if not isinstance(tag, str):
+                raise TypeError(f"WebSocket tags are str, got {type(tag).__name__}")
+            if not tag or len(tag) > MAX_TAG_LENGTH:
+                raise ValueError(f"a WebSocket tag must be 1 to {MAX_TAG_LENGTH} characters, got {len(tag)}")
+        entry = self._by_object.get(actor.key)
+        if entry is None:
+            entry = self._by_object[actor.key] = _ObjectSockets()
+        if len(entry.sockets) >= MAX_SOCKETS_PER_OBJECT:
+            raise RuntimeError(f"an object can accept at most {MAX_SOCKETS_PER_OBJECT} WebSockets")
+        ws._registry = self
+        ws._actor_key = actor.key
+        ws._hibernatable = True
+        ws._tags = tuple(dict.fromkeys(tag_tuple))
+        if ws._state == CONNECTING:
+            ws._state = OPEN
+        entry.sockets[ws] = None
+
+    def get_websockets(self, key: ActorKey, tag: str | None = None) -> list[WebSocket]:
+        entry = self._by_object.get(key)
+        if entry is None:
+            return []
+        if tag is None:
+            return [ws for ws in entry.sockets if ws._state != CLOSED]
+        return [ws for ws in entry.sockets if tag in ws._tags and ws._state != CLOSED]
+
+    def get_tags(self, key: ActorKey, ws: WebSocket) -> list[str]:
+        if ws._actor_key != key:
+            raise ValueError("this WebSocket was not accepted by this object")
+        return list(ws._tags)
+
+    def set_auto_response(self, key: ActorKey, pair: WebSocketRequestResponsePair | None) -> None:
+        if pair is not None and not isinstance(pair, WebSocketRequestResponsePair):
+            raise TypeError("set_websocket_auto_response() takes a WebSocketRequestResponsePair or None")
+        entry = self._by_object.get(key)
+        if entry is None:
+            if pair is None:
+                return
+            entry = self._by_object[key] = _ObjectSockets()
+        entry.auto = pair
+
+    def get_auto_response(self, key: ActorKey) -> WebSocketRequestResponsePair | None:
+        entry = self._by_object.get(key)
+        return None if entry is None else entry.auto
+
+    def get_auto_response_timestamp(self, ws: WebSocket) -> _dt.datetime | None:
+        return ws._auto_ts
+
+    def hibernatable_only(self, actor: Actor) -> bool:
+        entry = self._by_object.get(actor.key)
+        return entry is not None and bool(entry.sockets)
+
+    def _target(self, ws: WebSocket) -> tuple[Any, Any] | None:
+        key = ws._actor_key
+        if key is None:
+            return None
+        ns = self.runtime._namespaces.get(key[0])
+        if ns is None:
+            return None
+        return ns, ns.id_from_string(key[1])
+
+    def _auto_respond(self, ws: WebSocket, data: str | bytes) -> bool:
+        key = ws._actor_key
+        entry = self._by_object.get(key) if key is not None else None
+        if entry is None or entry.auto is None or not isinstance(data, str) or data != entry.auto.request:
+            return False
+        self._auto_responses += 1
+        ws._auto_ts = _dt.datetime.now(_dt.timezone.utc)
+        ws._send_now(entry.auto.response)
+        return True
+
+    def _message_event(self, ws: WebSocket, data: str | bytes) -> Any:
+        async def run(instance: Any) -> None:
+            await instance.websocket_message(ws, data)
+
+        return run
+
+    def deliver_message_nowait(self, ws: WebSocket, data: str | bytes) -> None:
+        """Deliver or auto-answer a message; OverloadedError if the object is full."""
+        if not self._auto_respond(ws, data):
+            self._post(ws, self._message_event(ws, data), "websocket_message", force=False)
+
+    async def deliver_message(self, ws: WebSocket, data: str | bytes) -> None:
+        """As deliver_message_nowait, but waits while the object's inbox is full:
+        a slow object slows the socket's reader instead of dropping messages."""
+        if self._auto_respond(ws, data):
+            return
+        run = self._message_event(ws, data)
+        delay = 0.001
+        while True:
+            try:
+                self._post(ws, run, "websocket_message", force=False)
+                return
+            except OverloadedError:
+                await trio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+
+    def deliver_close(self, ws: WebSocket, code: int, reason: str, was_clean: bool) -> None:
+        async def run(instance: Any) -> None:
+            try:
+                handler = getattr(instance, "websocket_close", None)
+                if handler is not None:
+                    await handler(ws, code, reason, was_clean)
+            finally:
+                self._forget(ws)
+
+        # A close is never dropped: it bypasses the inbox bound (one per socket).
+        if not self._post(ws, run, "websocket_close", force=True):
+            self._forget(ws)
+
+    def deliver_error(self, ws: WebSocket, exc: BaseException) -> None:
+        async def run(instance: Any) -> None:
+            handler = getattr(instance, "websocket_error", None)
+            if handler is not None:
+                await handler(ws, exc)
+
+        self._post(ws, run, "websocket_error", force=True)
+
+    def _forget(self, ws: WebSocket) -> None:
+        key = ws._actor_key
+        entry = self._by_object.get(key) if key is not None else None
+        if entry is not None:
+            entry.sockets.pop(ws, None)
+            if not entry.sockets and entry.auto is None:
+                del self._by_object[key]
+
+    def _post(self, ws: WebSocket, run: Any, what: str, force: bool) -> bool:
+        target = self._target(ws)
+        if target is None or self.runtime._closing:
+            return False
+        ns, oid = target
+
+        def done(result: outcome.Outcome) -> None:
+            if isinstance(result, outcome.Error):
+                log.warning("%s handler of %s/%s raised %r", what, ns.name, oid, result.error)
+
+        self.runtime.post(ns, oid, run, done, force=force)
+        return True
+
+    def statistics(self) -> WebSocketStatistics:
+        return WebSocketStatistics(
+            objects_with_sockets=len(self._by_object),
+            hibernatable_sockets=sum(len(e.sockets) for e in self._by_object.values()),
+            auto_responses=self._auto_responses,
+        )
