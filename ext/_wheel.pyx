@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, annotation_typing=False
 """Hierarchical timer wheel: the compiled twin of ``dotrio._wheel_py``.
 
 The design (11 radix levels of 64 slots, cursor-relative XOR placement, ready

@@ -67,6 +67,7 @@ class Runtime:
         pool_size: int = 2048,
         drain_timeout: float = 30.0,
         sqlite_vfs: str | None = None,
+        namespace_names: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(bindings, Mapping) or not bindings:
             raise TypeError("bindings must be a non-empty mapping of binding name -> DurableObject class")
@@ -84,6 +85,10 @@ class Runtime:
         self.data_dir = Path(data_dir).resolve() if data_dir is not None else None
         self.backend = StorageBackend(self.data_dir, durability=durability, pool_size=pool_size, vfs=sqlite_vfs)
         self._bindings = dict(bindings)
+        # Storage identity of each class (its namespace): the class name unless a
+        # migration renamed the class, in which case it keeps its first name so
+        # that ids and files stay the same.
+        self._namespace_names = dict(namespace_names or {})
         self._vars = dict(vars or {})
         clash = set(self._bindings) & set(self._vars)
         if clash:
@@ -114,7 +119,7 @@ class Runtime:
         secret = load_or_create_secret(self.data_dir)
         env: dict[str, Any] = dict(self._vars)
         for bname, cls in self._bindings.items():
-            ns_name = cls.__name__
+            ns_name = self._namespace_names.get(cls.__name__, cls.__name__)
             ns = DurableObjectNamespace(self, ns_name, cls, IdFactory(ns_name, secret))
             self._namespaces[ns_name] = ns
             env[bname] = ns
