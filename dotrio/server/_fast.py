@@ -1,0 +1,463 @@
+"""dotrio's own Trio HTTP/1.1 + WebSocket front end.
+
+Rules from DESIGN.md (Server), each measured there: one task per connection
+with the handler awaited directly in it (no task, channel or event per
+request); one writer per connection; one ``send_all`` per response; timeouts
+enforced by a sweep about once a second instead of a cancel scope per request;
+the Date header cached once a second. The only cancel scope is the one per
+connection, which the sweep and shutdown cancel.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket as _stdsocket
+from email.utils import formatdate
+from typing import Any
+
+import trio
+
+from ..http import Response
+from ._control import (
+    BODY,
+    HANDLING,
+    HEADERS,
+    IDLE,
+    STATE_NAMES,
+    WRITING,
+    WS_CLOSING,
+    WS_OPEN,
+    ConnectionStatistics,
+    Handler,
+    ServerControl,
+    ServerStatistics,
+)
+from ._http1 import (
+    CONTINUE,
+    RECV_SIZE,
+    HTTP1Parser,
+    ProtocolFailure,
+    WSOffer,
+    render_failure,
+    render_response,
+    render_simple,
+)
+from ._limits import ServerLimits
+from ._ws import HANDSHAKE_MANAGED, FastWebSocket, close_on_shutdown, handshake_response
+
+log = logging.getLogger("dotrio.server")
+
+_ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+# After an error response, read and drop what the client still sends for this
+# long before closing: closing a socket with unread input sends RST, which can
+# destroy the response before the client reads it.
+_LINGER = 2.0
+
+
+def _date_line() -> bytes:
+    return b"date: " + formatdate(usegmt=True).encode("ascii") + b"\r\n"
+
+
+class _Conn:
+    __slots__ = (
+        "server", "sock", "peer", "parser", "state", "requests", "bytes_received",
+        "bytes_sent", "cancel_scope", "expired", "created", "ws", "mark", "mark_time",
+    )
+
+    def __init__(self, server: _Server, sock: trio.socket.SocketType, peer: Any) -> None:
+        self.server = server
+        self.sock = sock
+        self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else None
+        self.parser = HTTP1Parser(server.limits, server.default_host)
+        self.state = IDLE
+        self.requests = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.cancel_scope = trio.CancelScope()
+        self.expired = -1
+        self.created = trio.current_time()
+        self.ws: FastWebSocket | None = None
+        self.mark: Any = None
+        self.mark_time = 0.0
+
+    # -- I/O used by the WebSocket layer too -------------------------------
+
+    async def recv(self) -> bytes:
+        try:
+            data = await self.sock.recv(RECV_SIZE)
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
+            return b""
+        if self.cancel_scope.cancel_called:
+            # The sweep timed us out while this receive was completing: honour
+            # it (raises Cancelled) rather than act on the data.
+            await trio.lowlevel.checkpoint()
+        self.bytes_received += len(data)
+        return data
+
+    async def send_all(self, data: bytes | bytearray) -> None:
+        sock = self.sock
+        sent = await sock.send(data)
+        self.bytes_sent += sent
+        total = len(data)
+        if sent < total:
+            view = memoryview(data)
+            while sent < total:
+                # Counted as it goes: the sweep's write timeout watches progress.
+                n = await sock.send(view[sent:])
+                sent += n
+                self.bytes_sent += n
+
+    # -- timeouts ----------------------------------------------------------
+
+    def check(self, now: float, limits: ServerLimits) -> None:
+        """Called by the sweep: expire the connection if it is stuck too long."""
+        state = self.state
+        if state == HANDLING or state == WS_OPEN:
+            self.mark = None
+            return
+        if state == IDLE or state == HEADERS or state == WS_CLOSING:
+            # Measured from when the state began, whatever trickles in (slowloris).
+            key: Any = (state, self.requests)
+        else:
+            # Measured from the last progress.
+            key = (state, self.requests, self.bytes_received, self.bytes_sent)
+        if key != self.mark:
+            self.mark = key
+            self.mark_time = now
+            return
+        if state == IDLE:
+            timeout = limits.keep_alive_timeout
+        elif state == HEADERS:
+            timeout = limits.header_timeout
+        elif state == BODY:
+            timeout = limits.body_timeout
+        elif state == WRITING:
+            timeout = limits.write_timeout
+        else:
+            timeout = limits.ws_close_timeout
+        if now - self.mark_time >= timeout:
+            self.expire()
+
+    def expire(self) -> None:
+        if self.expired < 0:
+            self.expired = self.state
+        self.cancel_scope.cancel()
+
+    def statistics(self) -> ConnectionStatistics:
+        return ConnectionStatistics(
+            peer=self.peer,
+            state=STATE_NAMES.get(self.state, str(self.state)),
+            requests=self.requests,
+            bytes_received=self.bytes_received,
+            bytes_sent=self.bytes_sent,
+            websocket=self.ws is not None,
+            age=trio.current_time() - self.created,
+        )
+
+    # -- serving -----------------------------------------------------------
+
+    async def main(self) -> None:
+        server = self.server
+        try:
+            with self.cancel_scope:
+                await self._serve()
+            if self.expired in (HEADERS, BODY):
+                server.protocol_errors += 1
+                with trio.move_on_after(1.0):
+                    await self.send_all(render_failure(ProtocolFailure(408, "request timeout"), server.date_line))
+        except OSError as exc:
+            # The peer went away mid-write or mid-read: nothing to answer.
+            log.debug("connection %s: %r", self.peer, exc)
+        except Exception:
+            log.exception("connection %s failed", self.peer)
+        finally:
+            self.sock.close()
+            server.conns.discard(self)
+            server.slot_lot.unpark()
+
+    async def _serve(self) -> None:
+        server = self.server
+        parser = self.parser
+        events = parser.events
+        sock = self.sock
+        cs = self.cancel_scope
+        while True:
+            while events:
+                item = events.popleft()
+                if type(item) is not tuple:
+                    await self._fail(item)  # type: ignore[arg-type]
+                    return
+                request, keep_alive, head, ws = item
+                if ws is not None:
+                    await self._answer_upgrade(request, head, ws)  # type: ignore[arg-type]
+                    return
+                self.state = HANDLING
+                server.requests_total += 1
+                server.in_flight += 1
+                try:
+                    response = await server.handler(request)
+                except Exception:
+                    server.handler_errors += 1
+                    log.exception("handler failed for %s %s", request.method, request.url)
+                    response = None
+                finally:
+                    server.in_flight -= 1
+                if server.draining:
+                    keep_alive = 0
+                if type(response) is Response and response.status != 101:
+                    data, keep = render_response(
+                        response, head=head, keep_alive=keep_alive != 0,
+                        date_line=server.date_line, http10_keep_alive=keep_alive == 2,
+                    )
+                else:
+                    if response is not None:
+                        server.handler_errors += 1
+                        if isinstance(response, Response):
+                            log.error("handler answered 101 to a request that is not a WebSocket upgrade: %s", request.url)
+                        else:
+                            log.error("handler returned %r, not a Response, for %s", type(response).__name__, request.url)
+                    keep = keep_alive != 0
+                    data = render_simple(500, "internal server error", server.date_line, keep_alive=keep, head=head)
+                self.state = WRITING
+                await self.send_all(data)
+                self.requests += 1
+                if not keep:
+                    return
+                if parser.upgraded:
+                    # An upgrade to something other than WebSocket (h2c, ...),
+                    # answered as plain HTTP: go on parsing what followed it.
+                    parser.feed(parser.restart_after_upgrade())
+            if server.draining and not parser.in_message:
+                return
+            if parser.need_continue:
+                parser.need_continue = False
+                await self.send_all(CONTINUE)
+            if parser.in_message:
+                self.state = BODY if parser.headers_done else HEADERS
+            else:
+                self.state = IDLE
+            data = await sock.recv(RECV_SIZE)
+            if cs.cancel_called:
+                return
+            if not data:
+                parser.eof()
+                if events:
+                    continue
+                return
+            self.bytes_received += len(data)
+            parser.feed(data)
+
+    async def _fail(self, failure: ProtocolFailure) -> None:
+        server = self.server
+        server.protocol_errors += 1
+        self.state = WRITING
+        await self.send_all(render_failure(failure, server.date_line))
+        await self._linger()
+
+    async def _linger(self) -> None:
+        self.state = HANDLING  # bounded below, not by the sweep
+        try:
+            self.sock.shutdown(_stdsocket.SHUT_WR)
+        except OSError:
+            return
+        with trio.move_on_after(_LINGER):
+            while True:
+                try:
+                    data = await self.sock.recv(RECV_SIZE)
+                except OSError:
+                    return
+                if not data:
+                    return
+
+    async def _answer_upgrade(self, request: Any, head: bool, ws: WSOffer | ProtocolFailure) -> None:
+        server = self.server
+        if isinstance(ws, ProtocolFailure):
+            await self._fail(ws)
+            return
+        self.state = HANDLING
+        server.requests_total += 1
+        server.in_flight += 1
+        try:
+            response = await server.handler(request)
+        except Exception:
+            server.handler_errors += 1
+            log.exception("handler failed for WebSocket upgrade %s", request.url)
+            response = None
+        finally:
+            server.in_flight -= 1
+        self.state = WRITING
+        if not isinstance(response, Response):
+            if response is not None:
+                server.handler_errors += 1
+                log.error("handler returned %r, not a Response, for %s", type(response).__name__, request.url)
+            await self.send_all(render_simple(500, "internal server error", server.date_line, keep_alive=False))
+            return
+        if response.status != 101 or response.web_socket is None:
+            # Declined: answer as HTTP and close, the client expected a switch.
+            data, _ = render_response(response, head=head, keep_alive=False, date_line=server.date_line)
+            await self.send_all(data)
+            return
+        subprotocol = response.headers.get("sec-websocket-protocol")
+        if subprotocol is not None and subprotocol not in ws.protocols:
+            log.warning("handler chose WebSocket subprotocol %r the client did not offer; not sent", subprotocol)
+            subprotocol = None
+        extra = [(n, v) for n, v in response.headers.items() if n not in HANDSHAKE_MANAGED]
+        await self.send_all(handshake_response(ws.key, subprotocol, extra, server.date_line))
+        self.requests += 1
+        transport = FastWebSocket(self, server.limits.ws_max_message_size, server.limits.ws_send_buffer)
+        self.ws = transport
+        server.ws_open += 1
+        server.ws_total += 1
+        try:
+            await transport.run(response.web_socket, self.parser.upgrade_tail, close_now=server.draining)
+        finally:
+            server.ws_open -= 1
+
+
+class _Server:
+    def __init__(
+        self,
+        handler: Handler,
+        limits: ServerLimits,
+        control: ServerControl,
+        listeners: list[trio.SocketListener],
+        default_host: str,
+    ) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.control = control
+        self.listeners = listeners
+        self.default_host = default_host
+        self.conns: set[_Conn] = set()
+        self.slot_lot = trio.lowlevel.ParkingLot()
+        self.accept_scope = trio.CancelScope()
+        self.date_line = _date_line()
+        self.draining = False
+        self.connections_total = 0
+        self.requests_total = 0
+        self.in_flight = 0
+        self.ws_open = 0
+        self.ws_total = 0
+        self.handler_errors = 0
+        self.protocol_errors = 0
+
+    def addresses(self) -> list[tuple[str, int]]:
+        out = []
+        for listener in self.listeners:
+            name = listener.socket.getsockname()
+            out.append((name[0], name[1]))
+        return out
+
+    async def serve(self, task_status: trio.TaskStatus[ServerControl]) -> None:
+        limits = self.limits
+        control = self.control
+        try:
+            async with trio.open_nursery() as root:
+                root.start_soon(self._sweep)
+                async with trio.open_nursery() as conns:
+                    with self.accept_scope:
+                        control._bind(self, self.addresses())
+                        async with trio.open_nursery() as acceptors:
+                            for listener in self.listeners:
+                                acceptors.start_soon(self._accept_loop, listener.socket, conns)
+                            task_status.started(control)
+                    # Accepting stopped: shutdown was requested (or cancelled).
+                    for listener in self.listeners:
+                        listener.socket.close()
+                    grace = control.grace if control.grace is not None else limits.shutdown_grace
+                    conns.cancel_scope.deadline = trio.current_time() + grace
+                root.cancel_scope.cancel()
+        finally:
+            for listener in self.listeners:
+                listener.socket.close()
+            control._stopped.set()
+
+    async def _accept_loop(self, lsock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
+        limit = self.limits.max_connections
+        conns = self.conns
+        while True:
+            while len(conns) >= limit:
+                # Back-pressure: leave new connections in the kernel backlog.
+                await self.slot_lot.park()
+            try:
+                sock, addr = await lsock.accept()
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RETRY_ERRNOS:
+                    log.error("accept failed (%s); retrying in 0.1 s", errno.errorcode.get(exc.errno, exc.errno))
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            try:
+                sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover - not TCP (never here)
+                pass
+            conn = _Conn(self, sock, addr)
+            conns.add(conn)
+            self.connections_total += 1
+            nursery.start_soon(conn.main)
+
+    async def _sweep(self) -> None:
+        limits = self.limits
+        interval = limits.sweep_interval
+        while True:
+            await trio.sleep(interval)
+            self.date_line = _date_line()
+            now = trio.current_time()
+            for conn in list(self.conns):
+                conn.check(now, limits)
+
+    def begin_shutdown(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        self.accept_scope.cancel()
+        self.slot_lot.unpark_all()
+        for conn in list(self.conns):
+            if conn.ws is not None:
+                close_on_shutdown(conn.ws)
+            elif conn.state == IDLE:
+                conn.expire()
+
+    def statistics(self) -> ServerStatistics:
+        return ServerStatistics(
+            front_end="fast",
+            addresses=self.addresses() if not self.draining else list(self.control._addresses),
+            accepting=not self.draining,
+            shutting_down=self.draining,
+            open_connections=len(self.conns),
+            connections_total=self.connections_total,
+            requests_total=self.requests_total,
+            requests_in_flight=self.in_flight,
+            open_websockets=self.ws_open,
+            websockets_total=self.ws_total,
+            handler_errors=self.handler_errors,
+            protocol_errors=self.protocol_errors,
+        )
+
+    def connections(self) -> list[ConnectionStatistics]:
+        return [conn.statistics() for conn in list(self.conns)]
+
+
+async def serve_fast(
+    handler: Handler,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    limits: ServerLimits | None = None,
+    control: ServerControl | None = None,
+    task_status: trio.TaskStatus[ServerControl] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``handler`` over HTTP/1.1 and WebSocket until shut down.
+
+    Use ``control = await nursery.start(serve_fast, handler, port=0)``: the
+    returned ``ServerControl`` has the bound ``port``, ``statistics()`` and
+    ``shutdown()``. Cancelling the call closes everything at once.
+    """
+    limits = limits if limits is not None else ServerLimits()
+    control = control if control is not None else ServerControl()
+    listeners = await trio.open_tcp_listeners(port, host=host, backlog=limits.backlog)
+    name = listeners[0].socket.getsockname()
+    bound_host = f"[{name[0]}]" if ":" in name[0] else name[0]
+    server = _Server(handler, limits, control, listeners, f"{bound_host}:{name[1]}")
+    await server.serve(task_status)

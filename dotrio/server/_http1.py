@@ -1,0 +1,418 @@
+"""HTTP/1.1 connection state on httptools (llhttp), and response serialization.
+
+Sans-IO: ``HTTP1Parser.feed(data)`` runs llhttp over the bytes and leaves
+complete requests (and at most one terminal error) in ``events``; the caller
+answers them in order. Nothing here awaits, so the front end can parse a whole
+pipelined burst in one call and keep the per-request work to a few callbacks
+that append to lists.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import deque
+from http import HTTPStatus
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from ..http import Headers, Request, Response
+from ._limits import ServerLimits
+
+# The most one receive can bring; the raw header-size bound allows for it.
+RECV_SIZE = 64 * 1024
+
+STATUS_LINES: dict[int, bytes] = {
+    int(s): f"HTTP/1.1 {int(s)} {s.phrase}\r\n".encode("ascii") for s in HTTPStatus
+}
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def status_line(status: int) -> bytes:
+    line = STATUS_LINES.get(status)
+    if line is None:
+        # An empty reason phrase is allowed (RFC 9112 section 4).
+        line = b"HTTP/1.1 %d \r\n" % status
+    return line
+
+
+class ProtocolFailure:
+    """A request the server answers itself (status + short reason), then closes."""
+
+    __slots__ = ("status", "reason", "headers")
+
+    def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"<ProtocolFailure {self.status} {self.reason!r}>"
+
+
+class WSOffer:
+    """What a valid WebSocket upgrade request offered."""
+
+    __slots__ = ("key", "protocols")
+
+    def __init__(self, key: bytes, protocols: list[str]) -> None:
+        self.key = key
+        self.protocols = protocols
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to stop llhttp; the status is kept on the parser."""
+
+
+# A parsed request waiting for its answer: (request, keep_alive, is_head, ws)
+# where ws is None (not an upgrade attempt), a WSOffer (valid) or a
+# ProtocolFailure (an invalid attempt, answered without calling the handler).
+Pending = tuple[Request, bool, bool, "WSOffer | ProtocolFailure | None"]
+
+# Bytes allowed in a Host header (RFC 3986 reg-name / IP literal, plus port).
+_HOST_CHARS = bytes(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%"
+)
+
+
+def _parse_ws_offer(method: bytes, version: str, headers: list[tuple[bytes, bytes]]) -> WSOffer | ProtocolFailure:
+    """RFC 6455 section 4.2.1 checks on a request that asked for ``Upgrade: websocket``."""
+    connection_tokens: list[bytes] = []
+    key: bytes | None = None
+    ws_version: bytes | None = None
+    protocols: list[str] = []
+    for name, value in headers:
+        n = name.lower()
+        if n == b"connection":
+            connection_tokens.extend(t.strip().lower() for t in value.split(b","))
+        elif n == b"sec-websocket-key":
+            if key is not None:
+                return ProtocolFailure(400, "more than one Sec-WebSocket-Key")
+            key = value.strip()
+        elif n == b"sec-websocket-version":
+            ws_version = value.strip()
+        elif n == b"sec-websocket-protocol":
+            protocols.extend(p.strip().decode("latin-1") for p in value.split(b",") if p.strip())
+    if method != b"GET":
+        return ProtocolFailure(400, "WebSocket upgrade needs GET")
+    if version != "1.1":
+        return ProtocolFailure(400, "WebSocket upgrade needs HTTP/1.1")
+    if b"upgrade" not in connection_tokens:
+        return ProtocolFailure(400, "WebSocket upgrade needs Connection: upgrade")
+    if ws_version != b"13":
+        return ProtocolFailure(426, "unsupported Sec-WebSocket-Version", (("sec-websocket-version", "13"),))
+    if key is None:
+        return ProtocolFailure(400, "missing Sec-WebSocket-Key")
+    try:
+        raw_key = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raw_key = b""
+    if len(raw_key) != 16:
+        return ProtocolFailure(400, "bad Sec-WebSocket-Key")
+    return WSOffer(key, protocols)
+
+
+class HTTP1Parser:
+    """Request parsing state of one connection; see the module docstring.
+
+    After ``feed``: ``events`` holds requests to answer in order, possibly ending
+    with a ``ProtocolFailure`` (after which nothing more is parsed);
+    ``in_message``/``headers_done`` tell where the next request stands (for the
+    timeouts); ``need_continue`` is true when that request asked for
+    ``100 Continue`` and has not sent its body; after an upgrade request,
+    ``upgraded`` is true and ``upgrade_tail`` holds the bytes that followed it.
+    """
+
+    __slots__ = (
+        "_parser", "_limits", "_prefix", "_default_host", "events", "failed",
+        "in_message", "headers_done", "need_continue", "upgraded", "upgrade_tail",
+        "_url", "_headers", "_body", "_body_len", "_hdr_bytes", "_raw_hdr",
+        "_reject", "_keep_alive", "_method", "_host", "_ws", "_target",
+    )
+
+    def __init__(self, limits: ServerLimits, default_host: str, scheme: str = "http") -> None:
+        self._limits = limits
+        self._prefix = (scheme + "://").encode("ascii")
+        self._default_host = default_host.encode("latin-1")
+        self.events: deque[Pending | ProtocolFailure] = deque()
+        self.failed = False
+        self.in_message = False
+        self.headers_done = False
+        self.need_continue = False
+        self.upgraded = False
+        self.upgrade_tail = b""
+        self._reject: ProtocolFailure | None = None
+        self._url: list[bytes] = []
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._body_len = 0
+        self._hdr_bytes = 0
+        self._raw_hdr = 0
+        self._keep_alive = True
+        self._method = b"GET"
+        self._host: bytes | None = None
+        self._ws: WSOffer | ProtocolFailure | None = None
+        self._target = b""
+        self._parser = HttpRequestParser(self)
+
+    # -- driving -----------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if self.failed or self.upgraded:
+            return
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            self.upgraded = True
+            self.upgrade_tail = data[exc.args[0]:]
+            return
+        except HttpParserError as exc:
+            reject = self._reject
+            if reject is None:
+                reject = ProtocolFailure(400, _short_reason(exc))
+            self._fail(reject)
+            return
+        if self.in_message and not self.headers_done:
+            # httptools gathers a header line internally and calls on_header only
+            # once it is complete, so a single endless line escapes the exact
+            # count; this raw count over-counts by at most the receive that began
+            # the message, hence the slack.
+            self._raw_hdr += len(data)
+            if self._raw_hdr > self._limits.max_header_bytes + RECV_SIZE:
+                self._fail(ProtocolFailure(431, "request headers too large"))
+
+    def eof(self) -> None:
+        """The peer closed its side: a half-received request is an error."""
+        if self.in_message and not self.failed:
+            self._fail(ProtocolFailure(400, "incomplete request"))
+
+    def restart_after_upgrade(self) -> bytes:
+        """The upgrade was declined and the connection goes on: a fresh parser.
+
+        Returns the bytes that followed the upgrade request, to feed again.
+        """
+        tail = self.upgrade_tail
+        self.upgraded = False
+        self.upgrade_tail = b""
+        self._parser = HttpRequestParser(self)
+        return tail
+
+    def _fail(self, failure: ProtocolFailure) -> None:
+        self.failed = True
+        self.in_message = False
+        self.need_continue = False
+        self.events.append(failure)
+
+    # -- llhttp callbacks --------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.in_message = True
+        self.headers_done = False
+        self._url = []
+        self._headers = []
+        self._body = []
+        self._body_len = 0
+        self._hdr_bytes = 0
+        self._raw_hdr = 0
+        self._host = None
+        self._ws = None
+
+    def on_url(self, url: bytes) -> None:
+        # llhttp may hand the URL over in pieces (one per receive).
+        self._url.append(url)
+        self._hdr_bytes += len(url)
+        if self._hdr_bytes > self._limits.max_header_bytes:
+            self._reject = ProtocolFailure(414, "request target too long")
+            raise _Reject
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.headers_done:
+            # Trailer fields of a chunked body: counted, not kept.
+            self._hdr_bytes += len(name) + len(value) + 4
+            if self._hdr_bytes > self._limits.max_header_bytes:
+                self._reject = ProtocolFailure(431, "trailers too large")
+                raise _Reject
+            return
+        headers = self._headers
+        headers.append((name, value))
+        self._hdr_bytes += len(name) + len(value) + 4
+        if self._hdr_bytes > self._limits.max_header_bytes or len(headers) > self._limits.max_header_count:
+            self._reject = ProtocolFailure(431, "request headers too large")
+            raise _Reject
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+        parser = self._parser
+        method = parser.get_method()
+        self._method = method
+        self._keep_alive = parser.should_keep_alive()
+        host = None
+        clen = None
+        expect = None
+        upgrade = None
+        for name, value in self._headers:
+            n = name.lower()
+            if n == b"host":
+                if host is not None:
+                    self._reject = ProtocolFailure(400, "more than one Host header")
+                    raise _Reject
+                host = value
+            elif n == b"content-length":
+                clen = value
+            elif n == b"expect":
+                expect = value
+            elif n == b"upgrade":
+                upgrade = value
+        version = parser.get_http_version()
+        if host is None:
+            if version != "1.0":
+                self._reject = ProtocolFailure(400, "missing Host header")
+                raise _Reject
+            host = self._default_host
+        elif not host:
+            host = self._default_host
+        elif host.translate(None, _HOST_CHARS):
+            self._reject = ProtocolFailure(400, "bad Host header")
+            raise _Reject
+        self._host = host
+        target = b"".join(self._url)
+        self._target = target
+        if not target.startswith(b"/"):
+            lower = target[:8].lower()
+            if method == b"CONNECT":
+                self._reject = ProtocolFailure(501, "CONNECT is not supported")
+                raise _Reject
+            if not (lower.startswith(b"http://") or lower.startswith(b"https://")):
+                self._reject = ProtocolFailure(400, "unsupported request target")
+                raise _Reject
+        limit = self._limits.max_request_body
+        if clen is not None and int(clen) > limit:
+            # Answered before the body is read, even with Expect: 100-continue.
+            self._reject = ProtocolFailure(413, "request body too large")
+            raise _Reject
+        if expect is not None:
+            if expect.strip().lower() != b"100-continue":
+                self._reject = ProtocolFailure(417, "unsupported Expect")
+                raise _Reject
+            if version != "1.0":
+                self.need_continue = True
+        if upgrade is not None and b"websocket" in upgrade.lower():
+            self._ws = _parse_ws_offer(method, version, self._headers)
+
+    def on_body(self, body: bytes) -> None:
+        self.need_continue = False
+        self._body.append(body)
+        self._body_len += len(body)
+        if self._body_len > self._limits.max_request_body:
+            self._reject = ProtocolFailure(413, "request body too large")
+            raise _Reject
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        self.need_continue = False
+        body_parts = self._body
+        if not body_parts:
+            body = b""
+        elif len(body_parts) == 1:
+            body = body_parts[0]
+        else:
+            body = b"".join(body_parts)
+        target = self._target
+        if target[:1] == b"/":
+            url = (self._prefix + self._host + target).decode("latin-1")  # type: ignore[operator]
+        else:
+            url = target.decode("latin-1")
+        method = self._method
+        request = Request(url, method.decode("ascii"), Headers._from_raw(self._headers), body)
+        ws = self._ws
+        if isinstance(ws, WSOffer):
+            request._ws_upgrade = True
+        self.events.append((request, self._keep_alive, method == b"HEAD", ws))
+
+
+def _short_reason(exc: HttpParserError) -> str:
+    text = str(exc) or type(exc).__name__
+    # llhttp reasons look like "Invalid method encountered"; keep them short and
+    # on one line, they go into a response body.
+    text = text.replace("\r", " ").replace("\n", " ")
+    return text[:100]
+
+
+# -- responses ---------------------------------------------------------------
+
+# Headers the server writes itself; a handler's values for them are replaced.
+_MANAGED = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "date"})
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def render_response(
+    response: Response, *, head: bool, keep_alive: bool, date_line: bytes, http10_keep_alive: bool = False
+) -> tuple[bytes, bool]:
+    """The bytes of one response and whether the connection stays open after it.
+
+    ``date_line`` is the cached ``date: ...\\r\\n``. A handler's
+    ``Connection: close`` is honoured; Content-Length is always computed.
+    """
+    status = response.status
+    line = STATUS_LINES.get(status) or status_line(status)
+    items = response.headers._items  # trusted: Headers validated them on the way in
+    extra = b""
+    if items:
+        parts = []
+        for name, value in items:
+            if name in _MANAGED:
+                if name == "connection":
+                    if "close" in value.lower():
+                        keep_alive = False
+                elif name == "date":
+                    date_line = b""
+                    parts.append(f"date: {value}\r\n")
+                continue
+            parts.append(f"{name}: {value}\r\n")
+        text = "".join(parts)
+        try:
+            extra = text.encode("latin-1")
+        except UnicodeEncodeError:
+            extra = text.encode("utf-8")
+    body = response.body
+    if status < 200 or status in _NO_BODY_STATUSES:
+        length = b""
+        body = b""
+    else:
+        length = b"content-length: %d\r\n" % len(body)
+        if head:
+            body = b""
+    if not keep_alive:
+        conn = b"connection: close\r\n\r\n"
+    elif http10_keep_alive:
+        conn = b"connection: keep-alive\r\n\r\n"
+    else:
+        conn = b"\r\n"
+    return line + extra + date_line + length + conn + body, keep_alive
+
+
+def render_failure(failure: ProtocolFailure, date_line: bytes) -> bytes:
+    """A short plain-text error response that closes the connection."""
+    body = failure.reason.encode("utf-8", "replace") + b"\n"
+    extra = "".join(f"{n}: {v}\r\n" for n, v in failure.headers).encode("latin-1")
+    return (
+        status_line(failure.status)
+        + extra
+        + b"content-type: text/plain; charset=utf-8\r\n"
+        + date_line
+        + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        + body
+    )
+
+
+def render_simple(status: int, reason: str, date_line: bytes, *, keep_alive: bool, head: bool = False) -> bytes:
+    """A short plain-text response (e.g. a 500) that may keep the connection."""
+    body = reason.encode("utf-8") + b"\n"
+    return (
+        status_line(status)
+        + b"content-type: text/plain; charset=utf-8\r\n"
+        + date_line
+        + b"content-length: %d\r\n" % len(body)
+        + (b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
+        + (b"" if head else body)
+    )
