@@ -31,7 +31,7 @@ from cpython.set cimport PyFrozenSet_New, PySet_New
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from cpython cimport datetime as cdt
 from libc.stdint cimport int64_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 import datetime as _dt
 
@@ -144,6 +144,71 @@ cdef extern from *:
         *day = (int)(n - preceding + 1);
     }
 
+    /* Equality of two ready strs (their representation is canonical). */
+    static int dotrio_str_eq(PyObject *a, PyObject *b) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+        int kind = PyUnicode_KIND(a);
+        return n == PyUnicode_GET_LENGTH(b) && kind == PyUnicode_KIND(b)
+            && memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)n * kind) == 0;
+    }
+
+    /* A dict with room for n items: building one by insertion resizes it
+       log2(n) times. The presizing call is private API, gone from 3.13. */
+    static PyObject *dotrio_dict_presized(Py_ssize_t n) {
+    #if PY_VERSION_HEX < 0x030D0000
+        return _PyDict_NewPresized(n);
+    #else
+        (void)n; return PyDict_New();
+    #endif
+    }
+
+    /* Decoded short strs, shared between decodes (a str is immutable): the
+       same dict keys come back on every call, and reusing them saves their
+       allocation, UTF-8 decoding, hashing (the hash stays cached in the str)
+       and freeing. Direct-mapped and bounded: a collision just replaces. */
+    #define DOTRIO_SCACHE_SIZE 1024
+    #define DOTRIO_SCACHE_MAXLEN 32
+    typedef struct {
+        PyObject *s;
+        Py_ssize_t len;
+        unsigned char bytes[DOTRIO_SCACHE_MAXLEN];
+    } dotrio_scache_entry;
+    static dotrio_scache_entry dotrio_scache[DOTRIO_SCACHE_SIZE];
+
+    /* A new reference to the str of UTF-8 p[0:k] (1 <= k <= MAXLEN), or NULL
+       with an exception set (UnicodeDecodeError for invalid UTF-8). */
+    static PyObject *dotrio_short_str(const unsigned char *p, Py_ssize_t k) {
+        uint64_t h = (uint64_t)k * 0x9E3779B97F4A7C15ULL, w;
+        Py_ssize_t i = 0;
+        dotrio_scache_entry *e;
+        PyObject *s, *old;
+        for (; i + 8 <= k; i += 8) {
+            memcpy(&w, p + i, 8);
+            h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+            h ^= h >> 32;
+        }
+        if (i < k) {
+            w = 0;
+            memcpy(&w, p + i, (size_t)(k - i));
+            h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        }
+        h ^= h >> 29;
+        e = &dotrio_scache[h & (DOTRIO_SCACHE_SIZE - 1)];
+        if (e->s != NULL && e->len == k && memcmp(e->bytes, p, (size_t)k) == 0) {
+            Py_INCREF(e->s);
+            return e->s;
+        }
+        s = PyUnicode_DecodeUTF8((const char *)p, k, NULL);
+        if (s == NULL) return NULL;
+        old = e->s;
+        Py_INCREF(s);
+        e->s = s;
+        e->len = k;
+        memcpy(e->bytes, p, (size_t)k);
+        Py_XDECREF(old);  /* a str: freeing it runs no Python code */
+        return s;
+    }
+
     /* Returns -1 so that Cython, calling it as `except -1`, propagates the
        exception already set (after a C-API call that is not checked). */
     static int dotrio_propagate(void) { return -1; }
@@ -155,6 +220,10 @@ cdef extern from *:
     long dotrio_ymd_to_ord(int y, int m, int d)
     void dotrio_ord_to_ymd(long ordinal, int *year, int *month, int *day)
     int dotrio_propagate() except -1
+    bint dotrio_str_eq(PyObject *a, PyObject *b)
+    dict dotrio_dict_presized(Py_ssize_t n)
+    PyObject *dotrio_short_str(const unsigned char *p, Py_ssize_t k)
+    enum: DOTRIO_SCACHE_MAXLEN
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object s)
@@ -209,6 +278,9 @@ cdef enum:
     S_VALUE = 1  # dict value: [key]
     S_KEY = 2    # dict key: <key #i>
     S_SET = 3    # set or frozenset item: <item #i>
+    # The encoder's string table: slots (a power of two) and entries.
+    MEMO_SLOTS = 256
+    MEMO_ENTRIES = 128
 
 MAX_DEPTH = _MAX_DEPTH
 FORMAT_VERSION = _VERSION
@@ -306,8 +378,15 @@ cdef class _State:
     cdef unsigned char *buf
     cdef Py_ssize_t len
     cdef Py_ssize_t cap
-    cdef dict memo
+    # The string table, in C because a dict (cleared per call) and a PyLong
+    # per entry cost more than the rest of encode: entries in order (owned
+    # references, with their hashes) and an open-addressing index of them.
+    cdef PyObject **mstr
+    cdef Py_hash_t *mhash
     cdef Py_ssize_t nmemo
+    cdef Py_ssize_t mentries
+    cdef Py_ssize_t *mslots
+    cdef Py_ssize_t mmask
     cdef tuple passthrough
     cdef bint busy
     # The containers enclosing the current value, level by level, and where
@@ -322,16 +401,82 @@ cdef class _State:
         self.buf = <unsigned char *>PyMem_Malloc(self.cap)
         if self.buf == NULL:
             raise MemoryError()
-        self.memo = {}
+        self.memo_alloc()
 
     def __dealloc__(self):
+        self.memo_clear()
         PyMem_Free(self.buf)
+        PyMem_Free(self.mstr)
+        PyMem_Free(self.mhash)
+        PyMem_Free(self.mslots)
+
+    cdef int memo_alloc(self) except -1:
+        self.mentries = MEMO_ENTRIES
+        self.mmask = MEMO_SLOTS - 1
+        self.mstr = <PyObject **>PyMem_Malloc(MEMO_ENTRIES * sizeof(PyObject *))
+        self.mhash = <Py_hash_t *>PyMem_Malloc(MEMO_ENTRIES * sizeof(Py_hash_t))
+        self.mslots = <Py_ssize_t *>PyMem_Malloc(MEMO_SLOTS * sizeof(Py_ssize_t))
+        if self.mstr == NULL or self.mhash == NULL or self.mslots == NULL:
+            raise MemoryError()
+        memset(self.mslots, 0xFF, MEMO_SLOTS * sizeof(Py_ssize_t))  # all -1
+        return 0
+
+    cdef void memo_clear(self) noexcept:
+        cdef Py_ssize_t i
+        if self.nmemo == 0:
+            return
+        for i in range(self.nmemo):
+            Py_DECREF(<object>self.mstr[i])
+        self.nmemo = 0
+        cdef Py_ssize_t *slots
+        cdef void *p
+        if self.mmask + 1 > 8 * MEMO_SLOTS:
+            # Do not keep a big table between calls; if memory is short, keep
+            # the big one (entries must stay at most half the slots).
+            slots = <Py_ssize_t *>PyMem_Malloc(MEMO_SLOTS * sizeof(Py_ssize_t))
+            if slots != NULL:
+                PyMem_Free(self.mslots)
+                self.mslots = slots
+                self.mmask = MEMO_SLOTS - 1
+                p = PyMem_Realloc(self.mstr, MEMO_ENTRIES * sizeof(PyObject *))
+                if p != NULL:
+                    self.mstr = <PyObject **>p
+                p = PyMem_Realloc(self.mhash, MEMO_ENTRIES * sizeof(Py_hash_t))
+                if p != NULL:
+                    self.mhash = <Py_hash_t *>p
+                self.mentries = MEMO_ENTRIES
+        memset(self.mslots, 0xFF, (self.mmask + 1) * sizeof(Py_ssize_t))
+
+    cdef int memo_grow(self) except -1:
+        """Doubles entries and slots (at most half the slots are used)."""
+        cdef Py_ssize_t n = self.mentries * 2 if self.mentries else MEMO_ENTRIES
+        cdef Py_ssize_t nslots = 2 * n, i, j
+        cdef PyObject **mstr = <PyObject **>PyMem_Realloc(self.mstr, n * sizeof(PyObject *))
+        if mstr == NULL:
+            raise MemoryError()
+        self.mstr = mstr
+        cdef Py_hash_t *mhash = <Py_hash_t *>PyMem_Realloc(self.mhash, n * sizeof(Py_hash_t))
+        if mhash == NULL:
+            raise MemoryError()
+        self.mhash = mhash
+        cdef Py_ssize_t *slots = <Py_ssize_t *>PyMem_Malloc(nslots * sizeof(Py_ssize_t))
+        if slots == NULL:
+            raise MemoryError()
+        memset(slots, 0xFF, nslots * sizeof(Py_ssize_t))
+        for i in range(self.nmemo):
+            j = <size_t>self.mhash[i] & (nslots - 1)
+            while slots[j] >= 0:
+                j = (j + 1) & (nslots - 1)
+            slots[j] = i
+        PyMem_Free(self.mslots)
+        self.mslots = slots
+        self.mmask = nslots - 1
+        self.mentries = n
+        return 0
 
     cdef void reset(self):
         self.len = 0
-        if self.nmemo:
-            self.memo.clear()
-            self.nmemo = 0
+        self.memo_clear()
         self.passthrough = None
         if self.cap > (1 << 20):
             # Do not keep a big value's buffer alive between calls.
@@ -464,20 +609,32 @@ cdef class _State:
         return self.fail("type", t, depth)
 
     cdef int enc_str(self, object s, Py_ssize_t depth) except -1:
-        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(s), size, bad
-        cdef PyObject *ref
-        cdef Py_ssize_t i
-        if MEMO_MIN <= n <= MEMO_MAX:
-            if self.nmemo:
-                ref = PyDict_GetItem(self.memo, s)
-                if ref != NULL:
-                    i = PyLong_AsSsize_t(<object>ref)
-                    if i < 32:
-                        return self.put1(T_FIXREF + i)
-                    return self.put_tag_varint(T_REF, i)
-            self.memo[s] = PyLong_FromSsize_t(self.nmemo)
-            self.nmemo += 1
         dotrio_ready(s)
+        cdef Py_ssize_t n = PyUnicode_GET_LENGTH(s), size, bad, i, j
+        cdef Py_hash_t h
+        if MEMO_MIN <= n <= MEMO_MAX:
+            h = hash(s)  # cached in the str after the first time
+            i = <size_t>h & self.mmask
+            while True:
+                j = self.mslots[i]
+                if j < 0:
+                    break
+                if self.mstr[j] == <PyObject *>s or (
+                        self.mhash[j] == h and dotrio_str_eq(self.mstr[j], <PyObject *>s)):
+                    if j < 32:
+                        return self.put1(T_FIXREF + j)
+                    return self.put_tag_varint(T_REF, j)
+                i = (i + 1) & self.mmask
+            if self.nmemo == self.mentries:
+                self.memo_grow()
+                i = <size_t>h & self.mmask
+                while self.mslots[i] >= 0:
+                    i = (i + 1) & self.mmask
+            self.mslots[i] = self.nmemo
+            Py_INCREF(s)  # owned: nothing may free it while the table holds it
+            self.mstr[self.nmemo] = <PyObject *>s
+            self.mhash[self.nmemo] = h
+            self.nmemo += 1
         if PyUnicode_IS_ASCII(s):
             size = n
         else:
@@ -819,7 +976,11 @@ cdef class _Decoder:
         cdef Py_ssize_t pos = self.pos
         if k > <uint64_t>(self.end - pos):
             raise _corrupt("truncated")
-        cdef PyObject *r = PyUnicode_DecodeUTF8(<const char *>self.p + pos, <Py_ssize_t>k, NULL)
+        cdef PyObject *r
+        if 0 < k <= DOTRIO_SCACHE_MAXLEN:
+            r = dotrio_short_str(self.p + pos, <Py_ssize_t>k)
+        else:
+            r = PyUnicode_DecodeUTF8(<const char *>self.p + pos, <Py_ssize_t>k, NULL)
         if r == NULL:
             if PyErr_ExceptionMatches(UnicodeDecodeError):
                 PyErr_Clear()
@@ -881,7 +1042,7 @@ cdef class _Decoder:
             return self.scalar(tag, start)
         depth += 1
         if tag == T_DICT:
-            d = {}
+            d = dotrio_dict_presized(<Py_ssize_t>n)
             for i in range(<Py_ssize_t>n):
                 item_start = self.pos
                 key = self.value(depth)
