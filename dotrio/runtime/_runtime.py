@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -111,6 +112,18 @@ class Runtime:
         from ..websocket import WebSocketRegistry
 
         self.websockets = WebSocketRegistry(self)
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Runtime:
+        """A Runtime as ``dotrio.toml`` at ``path`` describes it (API.md § 8);
+        ``overrides`` replace keyword arguments. Raises ConfigError at once on a
+        bad file. The config's worker entry and server settings are not part of
+        a Runtime: ``dotrio.server.serve(path)`` uses them."""
+        from .._config import load_config  # lazy: tomllib and user imports only when asked
+
+        kwargs = load_config(path).runtime_kwargs()
+        kwargs.update(overrides)
+        return cls(**kwargs)
 
     # ---- lifecycle ------------------------------------------------------------------
 
