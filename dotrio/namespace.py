@@ -18,8 +18,24 @@ __all__ = ["DurableObjectNamespace", "DurableObjectStub"]
 _BASE_NAMES = frozenset(dir(DurableObject))
 
 
+_allowed_cache: dict[tuple[type, str], str | None] = {}
+
+
 def rpc_method_allowed(cls: type, name: str) -> str | None:
-    """None if ``name`` may be called over RPC on ``cls``, else why not."""
+    """None if ``name`` may be called over RPC on ``cls``, else why not.
+    Cached: classes don't change while served, and this runs on every call."""
+    key = (cls, name)
+    try:
+        return _allowed_cache[key]
+    except KeyError:
+        pass
+    why = _rpc_method_allowed(cls, name)
+    if len(_allowed_cache) < 65536:
+        _allowed_cache[key] = why
+    return why
+
+
+def _rpc_method_allowed(cls: type, name: str) -> str | None:
     if name.startswith("_"):
         return f"{name!r} is private (starts with '_') and cannot be called over RPC"
     if name in HANDLER_NAMES:

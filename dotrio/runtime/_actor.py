@@ -377,6 +377,11 @@ class Actor:
             and not self._gated_sends
         )
 
+    def is_busy(self) -> bool:
+        """Work is running, queued or uncommitted (open sockets don't count:
+        shutdown must not wait for clients to hang up)."""
+        return bool(self._running or self._inbox or self.storage.dirty or self._gated_sends)
+
     def evict(self) -> None:
         """Drop the instance (state lives in storage). Synchronous: once this
         returns the next event for this id builds a new actor."""

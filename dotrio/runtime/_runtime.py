@@ -166,7 +166,7 @@ class Runtime:
         Returns whether everything went idle."""
         with trio.move_on_after(timeout):
             while True:
-                busy = [a for a in self._actors.values() if not a.is_idle()]
+                busy = [a for a in self._actors.values() if a.is_busy()]
                 if not busy:
                     return True
                 for actor in busy:
