@@ -65,9 +65,10 @@ class _Reject(Exception):
 
 
 # A parsed request waiting for its answer: (request, keep_alive, is_head, ws)
-# where ws is None (not an upgrade attempt), a WSOffer (valid) or a
+# where keep_alive is 0 (close), 1 (HTTP/1.1 keep-alive) or 2 (HTTP/1.0 keep-alive),
+# and ws is None (not an upgrade attempt), a WSOffer (valid) or a
 # ProtocolFailure (an invalid attempt, answered without calling the handler).
-Pending = tuple[Request, bool, bool, "WSOffer | ProtocolFailure | None"]
+Pending = tuple[Request, int, bool, "WSOffer | ProtocolFailure | None"]
 
 # Bytes allowed in a Host header (RFC 3986 reg-name / IP literal, plus port).
 _HOST_CHARS = bytes(
@@ -148,7 +149,7 @@ class HTTP1Parser:
         self._body_len = 0
         self._hdr_bytes = 0
         self._raw_hdr = 0
-        self._keep_alive = True
+        self._keep_alive = 1
         self._method = b"GET"
         self._host: bytes | None = None
         self._ws: WSOffer | ProtocolFailure | None = None
@@ -245,7 +246,13 @@ class HTTP1Parser:
         parser = self._parser
         method = parser.get_method()
         self._method = method
-        self._keep_alive = parser.should_keep_alive()
+        version = parser.get_http_version()
+        # 0: close after; 1: keep-alive (HTTP/1.1); 2: keep-alive an HTTP/1.0
+        # client asked for, which the response must confirm.
+        if parser.should_keep_alive():
+            self._keep_alive = 2 if version == "1.0" else 1
+        else:
+            self._keep_alive = 0
         host = None
         clen = None
         expect = None
@@ -263,7 +270,6 @@ class HTTP1Parser:
                 expect = value
             elif n == b"upgrade":
                 upgrade = value
-        version = parser.get_http_version()
         if host is None:
             if version != "1.0":
                 self._reject = ProtocolFailure(400, "missing Host header")
