@@ -248,7 +248,7 @@ class _Checker:
         return tuple(out)
 
     def unknown(self, key: str, allowed: str) -> NoReturn:
-        self.fail(key, f"no such key (allowed here: {allowed})")
+        self.fail(key, f"a known key (one of: {allowed})", detail="this key is unknown")
 
 
 def _class_part(check: _Checker, key: str, value: Any) -> str:
