@@ -127,7 +127,8 @@ class HTTP1Parser:
     __slots__ = (
         "_parser", "_limits", "_prefix", "_default_host", "events", "failed",
         "in_message", "headers_done", "need_continue", "upgraded", "upgrade_tail",
-        "_url", "_headers", "_body", "_body_len", "_hdr_bytes", "_raw_hdr",
+        "_headers", "_body", "_body_len", "_hdr_bytes", "_raw_hdr",
+        "_max_header_bytes", "_max_header_count", "_max_body",
         "_reject", "_keep_alive", "_method", "_host", "_ws", "_target",
     )
 
@@ -143,7 +144,9 @@ class HTTP1Parser:
         self.upgraded = False
         self.upgrade_tail = b""
         self._reject: ProtocolFailure | None = None
-        self._url: list[bytes] = []
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_header_count = limits.max_header_count
+        self._max_body = limits.max_request_body
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._body_len = 0
@@ -209,35 +212,32 @@ class HTTP1Parser:
     def on_message_begin(self) -> None:
         self.in_message = True
         self.headers_done = False
-        self._url = []
+        self._target = b""
         self._headers = []
         self._body = []
         self._body_len = 0
         self._hdr_bytes = 0
         self._raw_hdr = 0
-        self._host = None
-        self._ws = None
 
     def on_url(self, url: bytes) -> None:
         # llhttp may hand the URL over in pieces (one per receive).
-        self._url.append(url)
+        self._target += url
         self._hdr_bytes += len(url)
-        if self._hdr_bytes > self._limits.max_header_bytes:
+        if self._hdr_bytes > self._max_header_bytes:
             self._reject = ProtocolFailure(414, "request target too long")
             raise _Reject
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._hdr_bytes += len(name) + len(value) + 4
         if self.headers_done:
             # Trailer fields of a chunked body: counted, not kept.
-            self._hdr_bytes += len(name) + len(value) + 4
-            if self._hdr_bytes > self._limits.max_header_bytes:
+            if self._hdr_bytes > self._max_header_bytes:
                 self._reject = ProtocolFailure(431, "trailers too large")
                 raise _Reject
             return
         headers = self._headers
         headers.append((name, value))
-        self._hdr_bytes += len(name) + len(value) + 4
-        if self._hdr_bytes > self._limits.max_header_bytes or len(headers) > self._limits.max_header_count:
+        if self._hdr_bytes > self._max_header_bytes or len(headers) > self._max_header_count:
             self._reject = ProtocolFailure(431, "request headers too large")
             raise _Reject
 
@@ -246,17 +246,11 @@ class HTTP1Parser:
         parser = self._parser
         method = parser.get_method()
         self._method = method
-        version = parser.get_http_version()
-        # 0: close after; 1: keep-alive (HTTP/1.1); 2: keep-alive an HTTP/1.0
-        # client asked for, which the response must confirm.
-        if parser.should_keep_alive():
-            self._keep_alive = 2 if version == "1.0" else 1
-        else:
-            self._keep_alive = 0
         host = None
         clen = None
         expect = None
         upgrade = None
+        connection = None
         for name, value in self._headers:
             n = name.lower()
             if n == b"host":
@@ -266,11 +260,24 @@ class HTTP1Parser:
                 host = value
             elif n == b"content-length":
                 clen = value
+            elif n == b"connection":
+                connection = value
             elif n == b"expect":
                 expect = value
             elif n == b"upgrade":
                 upgrade = value
+        # The version costs a string format; most requests never need it.
+        version = None
+        if parser.should_keep_alive():
+            if connection is not None and b"keep-alive" in connection.lower():
+                version = parser.get_http_version()
+            # 0: close after; 1: keep-alive (HTTP/1.1); 2: keep-alive an
+            # HTTP/1.0 client asked for, which the response must confirm.
+            self._keep_alive = 2 if version == "1.0" else 1
+        else:
+            self._keep_alive = 0
         if host is None:
+            version = version or parser.get_http_version()
             if version != "1.0":
                 self._reject = ProtocolFailure(400, "missing Host header")
                 raise _Reject
@@ -281,18 +288,16 @@ class HTTP1Parser:
             self._reject = ProtocolFailure(400, "bad Host header")
             raise _Reject
         self._host = host
-        target = b"".join(self._url)
-        self._target = target
-        if not target.startswith(b"/"):
-            lower = target[:8].lower()
+        target = self._target
+        if target[:1] != b"/":
             if method == b"CONNECT":
                 self._reject = ProtocolFailure(501, "CONNECT is not supported")
                 raise _Reject
+            lower = target[:8].lower()
             if not (lower.startswith(b"http://") or lower.startswith(b"https://")):
                 self._reject = ProtocolFailure(400, "unsupported request target")
                 raise _Reject
-        limit = self._limits.max_request_body
-        if clen is not None and int(clen) > limit:
+        if clen is not None and int(clen) > self._max_body:
             # Answered before the body is read, even with Expect: 100-continue.
             self._reject = ProtocolFailure(413, "request body too large")
             raise _Reject
@@ -300,16 +305,19 @@ class HTTP1Parser:
             if expect.strip().lower() != b"100-continue":
                 self._reject = ProtocolFailure(417, "unsupported Expect")
                 raise _Reject
+            version = version or parser.get_http_version()
             if version != "1.0":
                 self.need_continue = True
         if upgrade is not None and b"websocket" in upgrade.lower():
-            self._ws = _parse_ws_offer(method, version, self._headers)
+            self._ws = _parse_ws_offer(method, version or parser.get_http_version(), self._headers)
+        else:
+            self._ws = None
 
     def on_body(self, body: bytes) -> None:
         self.need_continue = False
         self._body.append(body)
         self._body_len += len(body)
-        if self._body_len > self._limits.max_request_body:
+        if self._body_len > self._max_body:
             self._reject = ProtocolFailure(413, "request body too large")
             raise _Reject
 
@@ -331,7 +339,7 @@ class HTTP1Parser:
         method = self._method
         request = Request(url, method.decode("ascii"), Headers._from_raw(self._headers), body)
         ws = self._ws
-        if isinstance(ws, WSOffer):
+        if ws is not None and ws.__class__ is WSOffer:
             request._ws_upgrade = True
         self.events.append((request, self._keep_alive, method == b"HEAD", ws))
 
