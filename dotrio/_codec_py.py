@@ -29,7 +29,9 @@ behaviour that a decoded plain value would silently lose. ``bytearray`` and
 * Shared (acyclic) references are stored once per occurrence and decode as
   separate objects. A value that contains itself raises ``ValueError``; so does
   nesting more than ``MAX_DEPTH`` containers deep (without ever exhausting the
-  C stack or raising ``RecursionError``).
+  C stack or raising ``RecursionError``: this pure twin takes one Python frame
+  per level, and if its caller is so deep already that even that runs out, it
+  raises ``ValueError`` too).
 * The value must not be mutated while it is being encoded (only a custom
   ``tzinfo.utcoffset`` could even try).
 
@@ -228,6 +230,14 @@ def _error(kind: str, detail: Any, steps: list[tuple[str, Any]]) -> Exception:
     return ValueError(f"value nests deeper than MAX_DEPTH={MAX_DEPTH} at {path}")
 
 
+def _no_stack_left() -> ValueError:
+    # One Python frame per nesting level keeps MAX_DEPTH levels well within
+    # the default recursion limit, unless the caller is itself very deep.
+    return ValueError(
+        "value nests too deep for the Python stack left to the pure-Python codec"
+    )
+
+
 def _too_deep(stack: list[object], value: object) -> _Fail:
     """A container would sit at depth MAX_DEPTH: a cycle, or just deep.
 
@@ -403,6 +413,8 @@ def encode(value: object) -> bytes:
         enc.value(value, 0)
     except _Fail as f:
         raise f.public() from None
+    except RecursionError:
+        raise _no_stack_left() from None
     return bytes(enc.out)
 
 
@@ -492,6 +504,8 @@ def copy(value: object, passthrough: tuple[type, ...] = ()) -> object:
         return _Copier(passthrough).value(value, 0)
     except _Fail as f:
         raise f.public() from None
+    except RecursionError:
+        raise _no_stack_left() from None
 
 
 # ---------------------------------------------------------------- decode
@@ -719,6 +733,8 @@ def decode(data: bytes | memoryview) -> object:
         value = dec.value(0)
     except IndexError:  # a read past the end: every other read checks first
         raise _corrupt(_TRUNCATED) from None
+    except RecursionError:
+        raise _no_stack_left() from None
     if dec.pos != dec.end:
         raise _corrupt(f"{dec.end - dec.pos} trailing bytes at offset {dec.pos}")
     return value

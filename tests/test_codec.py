@@ -535,6 +535,31 @@ def test_max_depth(codec: ModuleType) -> None:
     assert "nests deeper" in all_errors(mixed)[0]
 
 
+def test_deep_caller(codec: ModuleType) -> None:
+    # Called from deep in the stack: the compiled twin uses no Python frames;
+    # the pure one may run out, but says so with a ValueError.
+    import sys
+
+    v = nested(codec.MAX_DEPTH)
+    data = codec.encode(v)
+
+    def at_depth(n: int) -> list[Any]:
+        if n:
+            return at_depth(n - 1)
+        out: list[Any] = []
+        for fn, arg in ((codec.encode, v), (codec.copy, v), (codec.decode, data)):
+            try:
+                out.append(fn(arg))
+            except ValueError as e:
+                assert codec is _codec_py and "Python stack" in str(e)
+                out.append(None)
+        return out
+
+    results = at_depth(sys.getrecursionlimit() - 150)
+    if codec is not _codec_py:
+        assert results == [data, v, v]
+
+
 def test_decode_depth(codec: ModuleType) -> None:
     ok = b"\x01" + b"\x61" * (codec.MAX_DEPTH - 1) + b"\x60"
     assert codec.decode(ok) == nested(codec.MAX_DEPTH)
