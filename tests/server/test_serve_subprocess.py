@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trio_websocket
 
 import dotrio
 
@@ -49,6 +50,12 @@ class Counter(dotrio.DurableObject):
             return dotrio.Response(str(len(request.body)))
         if action == "boom":
             raise RuntimeError("boom")
+        if action == "ws":
+            client, server = dotrio.WebSocketPair()
+            self.ctx.accept_websocket(server)
+            return dotrio.Response(status=101, web_socket=client)
+        if action == "closed":
+            return dotrio.Response.json(await self.ctx.storage.get("closed"))
         if action == "slow":
             secs = float(request.query.split("=", 1)[1]) if request.query else 1.0
             # Tells the test the request is in flight inside the object.
@@ -57,6 +64,15 @@ class Counter(dotrio.DurableObject):
             await self.increment()
             return dotrio.Response("slow done")
         return dotrio.Response.json({"url": request.url, "name": self.ctx.id.name, "method": request.method})
+
+    async def websocket_message(self, ws, message):
+        ws.send(f"echo {message}")
+
+    async def websocket_close(self, ws, code, reason, was_clean):
+        await self.ctx.storage.put("closed", [code, reason, was_clean])
+
+    async def closed(self):
+        return await self.ctx.storage.get("closed")
 
     async def increment(self, by=1):
         n = (await self.ctx.storage.get("n") or 0) + by
@@ -305,6 +321,40 @@ def test_sigterm_drains_in_flight_request_and_exits_0(tmp_path: Path, kind: str)
         server.ensure_dead()
     # The drained request's write was committed before exit.
     assert _stored_value(app, "s") == 2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sigterm_closes_websockets_with_1001_and_commits_their_close_handlers(tmp_path: Path, kind: str) -> None:
+    app = App(tmp_path)
+    server = Server(app.routing, kind).wait_ready()
+    ws_url = server.url.replace("http://", "ws://") + "/COUNTER/sock/ws"
+    outcome: dict[str, object] = {}
+
+    async def client() -> None:
+        async with trio_websocket.open_websocket_url(ws_url) as ws:
+            await ws.send_message("hello")
+            outcome["echo"] = await ws.get_message()
+            server.signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                try:
+                    await ws.get_message()
+                except trio_websocket.ConnectionClosed as exc:
+                    outcome["code"] = exc.reason.code
+
+    try:
+        trio.run(client)
+        assert server.wait() == 0, server.log()
+    finally:
+        server.ensure_dead()
+    assert outcome == {"echo": "echo hello", "code": 1001}
+
+    async def closed() -> object:
+        async with dotrio.Runtime.from_config(app.routing) as rt:
+            return await rt.env.COUNTER.get_by_name("sock").closed()
+
+    # The object's websocket_close ran and its write was committed before exit.
+    code, _reason, _clean = trio.run(closed)  # type: ignore[misc]
+    assert code == 1001
 
 
 @pytest.mark.parametrize("kind", KINDS)
