@@ -92,6 +92,9 @@ def serve(config: str | None, host: str | None, port: int | None, server: str | 
     if certfile is not None and effective_server != "hypercorn":
         raise click.UsageError("TLS needs --server hypercorn")
     _setup_logging(log_level)
+    if access_log or (access_log is None and cfg.server.access_log):
+        # Asked for explicitly: shown even when --log-level hides other INFO lines.
+        logging.getLogger("dotrio.access").setLevel(logging.INFO)
     from ._serve import run_server
 
     options: dict[str, Any] = {

@@ -207,12 +207,17 @@ class Dispatcher:
     def health(self) -> Response:
         draining = self.draining() if self.draining is not None else False
         runtime = self.runtime
+        stats = _jsonable(runtime.statistics())
+        storage = stats.get("storage") if isinstance(stats, dict) else None
+        if isinstance(storage, dict):
+            # The endpoint is often public (load balancers): no filesystem paths.
+            storage.pop("data_dir", None)
         body: dict[str, Any] = {
             "status": "draining" if draining else "ok",
             "name": self.name,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "dispatcher": {"requests": self.requests, "errors": self.errors},
-            "runtime": _jsonable(runtime.statistics()),
+            "runtime": stats,
             "websockets": _jsonable(runtime.websockets.statistics()),
         }
         if self.statistics is not None:

@@ -5,6 +5,7 @@ the subprocess tests drive over the network."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import orjson
 import pytest
@@ -130,9 +131,9 @@ async def test_exception_is_500_with_a_short_body_and_a_logged_traceback(caplog:
         assert (await d(request("/C/a/"))).status == 200
 
 
-async def test_health_reports_statistics_and_draining() -> None:
+async def test_health_reports_statistics_and_draining(tmp_path: Path) -> None:
     draining = False
-    async with dotrio.Runtime(bindings={"C": Counter}) as rt:
+    async with dotrio.Runtime(bindings={"C": Counter}, data_dir=tmp_path) as rt:
         d = Dispatcher(rt, draining=lambda: draining, name="demo", statistics=lambda: {"front_end": "x"})
         await d(request("/C/a/"))
         r = await d(request("/_dotrio/health"))
@@ -141,6 +142,7 @@ async def test_health_reports_statistics_and_draining() -> None:
         assert body["status"] == "ok" and body["name"] == "demo"
         assert body["runtime"]["live_objects"] == 1 and body["runtime"]["events"] == 1
         assert body["server"] == {"front_end": "x"}
+        assert "data_dir" not in body["runtime"]["storage"]
         assert body["dispatcher"]["requests"] == 2
         draining = True
         r = await d(request("/_dotrio/health"))
