@@ -43,6 +43,7 @@ from .._errors import ObjectResetError, OverloadedError
 from ..http import Request, Response
 from ..namespace import DurableObjectNamespace, DurableObjectStub
 from ..object import WorkerEntrypoint
+from ..runtime import Runtime
 
 __all__ = ["Dispatcher", "WorkerContext", "HEALTH_PATH"]
 
@@ -95,7 +96,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: Runtime,
         worker: type[WorkerEntrypoint] | None = None,
         *,
         access_log: bool = False,
