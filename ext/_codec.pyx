@@ -13,7 +13,11 @@ Where this differs in *how*, it is for speed:
 * the path of a failure is rebuilt from a C stack of (container, index) kept
   during the walk, instead of exceptions unwinding through every level;
 * one encoder state (buffer, string table, stack) is reused between calls; a
-  nested call (a tzinfo or a finalizer calling encode) gets a fresh one.
+  nested call (a tzinfo or a finalizer calling encode) gets a fresh one;
+* decode shares short strs (up to 32 UTF-8 bytes) between calls through a
+  bounded, direct-mapped cache of 1,024 entries: the same dict keys come back
+  on every get, and reusing them saves allocating, decoding and hashing them
+  (the cache keeps those few strs alive for the life of the process).
 """
 
 cimport cython
