@@ -237,9 +237,10 @@ class ASGIApp:
         if response is None:
             await self._simple(send, 500, "internal server error")
             return
-        if response.status == 101:
+        if response.status < 200:
             self.handler_errors += 1
-            log.error("handler answered 101 to a request that is not a WebSocket upgrade: %s", request.url)
+            log.error("handler answered %d to %s (101 only answers a WebSocket upgrade; "
+                      "other 1xx are not final)", response.status, request.url)
             await self._simple(send, 500, "internal server error")
             return
         headers = self._headers(response, scope.get("http_version") == "2")
@@ -262,7 +263,8 @@ class ASGIApp:
         response = await self._call(request)
         if response is None or response.status != 101 or response.web_socket is None:
             if response is None or response.status == 101:
-                status, headers, body = 500, [(b"content-type", b"text/plain; charset=utf-8")], b"internal server error\n"
+                status, body = 500, b"internal server error\n"
+                headers = [(b"content-type", b"text/plain; charset=utf-8")]
             else:
                 status, headers, body = response.status, self._headers(response, False), response.body
             # ASGI's websocket.http.response extension: a plain HTTP answer.
@@ -390,7 +392,7 @@ def install_ws_close_hook() -> bool:
         _dotrio_close: tuple[int, str, bool, str | None] | None = None
 
         async def handle(self, event: Any) -> None:
-            if isinstance(event, StreamClosed) and not self.closed:
+            if isinstance(event, StreamClosed) and not self.closed:  # type: ignore[has-type]
                 self.closed = True
                 if self.app_put is not None:
                     code, reason, clean, error = self._dotrio_close or (1006, "", False, None)
@@ -515,7 +517,7 @@ async def serve_hypercorn(
 
     try:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown_trigger))
+            binds = await nursery.start(partial(serve, app, config, shutdown_trigger=shutdown_trigger))  # type: ignore[arg-type]
             addresses = []
             for bind in binds:
                 hostport = bind.split("://", 1)[1]

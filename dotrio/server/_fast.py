@@ -161,7 +161,20 @@ class _Conn:
         server = self.server
         try:
             with self.cancel_scope:
-                await self._serve()
+                upgraded = await self._serve()
+                if upgraded is not None:
+                    # Run the WebSocket outside _serve's frame, with the HTTP
+                    # parser dropped: an idle socket should cost little memory.
+                    client, tail = upgraded
+                    self.parser = None  # type: ignore[assignment]
+                    transport = self.ws
+                    assert transport is not None
+                    server.ws_open += 1
+                    server.ws_total += 1
+                    try:
+                        await transport.run(client, tail, close_now=server.draining)
+                    finally:
+                        server.ws_open -= 1
             if self.expired in (HEADERS, BODY):
                 server.protocol_errors += 1
                 with trio.move_on_after(1.0):
@@ -176,7 +189,8 @@ class _Conn:
             server.conns.discard(self)
             server.slot_lot.unpark()
 
-    async def _serve(self) -> None:
+    async def _serve(self) -> tuple[Any, bytes] | None:
+        """Serve HTTP; returns (client, bytes after the handshake) on a WebSocket upgrade."""
         server = self.server
         parser = self.parser
         events = parser.events
@@ -187,11 +201,10 @@ class _Conn:
                 item = events.popleft()
                 if type(item) is not tuple:
                     await self._fail(item)  # type: ignore[arg-type]
-                    return
+                    return None
                 request, keep_alive, head, ws = item
                 if ws is not None:
-                    await self._answer_upgrade(request, head, ws)  # type: ignore[arg-type]
-                    return
+                    return await self._answer_upgrade(request, head, ws)  # type: ignore[arg-type]
                 self.state = HANDLING
                 server.requests_total += 1
                 server.in_flight += 1
@@ -205,7 +218,7 @@ class _Conn:
                     server.in_flight -= 1
                 if server.draining:
                     keep_alive = 0
-                if type(response) is Response and response.status != 101:
+                if isinstance(response, Response) and response.status >= 200:
                     data, keep = render_response(
                         response, head=head, keep_alive=keep_alive != 0,
                         date_line=server.date_line, http10_keep_alive=keep_alive == 2,
@@ -214,22 +227,24 @@ class _Conn:
                     if response is not None:
                         server.handler_errors += 1
                         if isinstance(response, Response):
-                            log.error("handler answered 101 to a request that is not a WebSocket upgrade: %s", request.url)
+                            log.error("handler answered %d to %s (101 only answers a WebSocket upgrade; "
+                                      "other 1xx are not final)", response.status, request.url)
                         else:
-                            log.error("handler returned %r, not a Response, for %s", type(response).__name__, request.url)
+                            log.error("handler returned %r, not a Response, for %s",
+                                      type(response).__name__, request.url)
                     keep = keep_alive != 0
                     data = render_simple(500, "internal server error", server.date_line, keep_alive=keep, head=head)
                 self.state = WRITING
                 await self.send_all(data)
                 self.requests += 1
                 if not keep:
-                    return
+                    return None
                 if parser.upgraded:
                     # An upgrade to something other than WebSocket (h2c, ...),
                     # answered as plain HTTP: go on parsing what followed it.
                     parser.feed(parser.restart_after_upgrade())
             if server.draining and not parser.in_message:
-                return
+                return None
             if parser.need_continue:
                 parser.need_continue = False
                 await self.send_all(CONTINUE)
@@ -239,12 +254,12 @@ class _Conn:
                 self.state = IDLE
             data = await sock.recv(RECV_SIZE)
             if cs.cancel_called:
-                return
+                return None
             if not data:
                 parser.eof()
                 if events:
                     continue
-                return
+                return None
             self.bytes_received += len(data)
             parser.feed(data)
 
@@ -270,11 +285,13 @@ class _Conn:
                 if not data:
                     return
 
-    async def _answer_upgrade(self, request: Any, head: bool, ws: WSOffer | ProtocolFailure) -> None:
+    async def _answer_upgrade(
+        self, request: Any, head: bool, ws: WSOffer | ProtocolFailure
+    ) -> tuple[Any, bytes] | None:
         server = self.server
         if isinstance(ws, ProtocolFailure):
             await self._fail(ws)
-            return
+            return None
         self.state = HANDLING
         server.requests_total += 1
         server.in_flight += 1
@@ -292,12 +309,12 @@ class _Conn:
                 server.handler_errors += 1
                 log.error("handler returned %r, not a Response, for %s", type(response).__name__, request.url)
             await self.send_all(render_simple(500, "internal server error", server.date_line, keep_alive=False))
-            return
+            return None
         if response.status != 101 or response.web_socket is None:
             # Declined: answer as HTTP and close, the client expected a switch.
             data, _ = render_response(response, head=head, keep_alive=False, date_line=server.date_line)
             await self.send_all(data)
-            return
+            return None
         subprotocol = response.headers.get("sec-websocket-protocol")
         if subprotocol is not None and subprotocol not in ws.protocols:
             log.warning("handler chose WebSocket subprotocol %r the client did not offer; not sent", subprotocol)
@@ -305,14 +322,8 @@ class _Conn:
         extra = [(n, v) for n, v in response.headers.items() if n not in HANDSHAKE_MANAGED]
         await self.send_all(handshake_response(ws.key, subprotocol, extra, server.date_line))
         self.requests += 1
-        transport = FastWebSocket(self, server.limits.ws_max_message_size, server.limits.ws_send_buffer)
-        self.ws = transport
-        server.ws_open += 1
-        server.ws_total += 1
-        try:
-            await transport.run(response.web_socket, self.parser.upgrade_tail, close_now=server.draining)
-        finally:
-            server.ws_open -= 1
+        self.ws = FastWebSocket(self, server.limits.ws_max_message_size, server.limits.ws_send_buffer)
+        return response.web_socket, self.parser.upgrade_tail
 
 
 class _Server:

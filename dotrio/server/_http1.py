@@ -71,9 +71,7 @@ class _Reject(Exception):
 Pending = tuple[Request, int, bool, "WSOffer | ProtocolFailure | None"]
 
 # Bytes allowed in a Host header (RFC 3986 reg-name / IP literal, plus port).
-_HOST_CHARS = bytes(
-    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%"
-)
+_HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%"
 
 
 def _parse_ws_offer(method: bytes, version: str, headers: list[tuple[bytes, bytes]]) -> WSOffer | ProtocolFailure:

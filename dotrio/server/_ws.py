@@ -315,7 +315,11 @@ class FastWebSocket:
                             # before telling the endpoint, as browsers expect.
                             self._closing = True
                             owner.state = WS_CLOSING
-                            reply = CloseConnection(code=CloseReason.NO_STATUS_RCVD) if code == 1005 else event.response()
+                            if code == 1005:
+                                # wsproto sends an empty close only for the enum member.
+                                reply = CloseConnection(code=CloseReason.NO_STATUS_RCVD)
+                            else:
+                                reply = event.response()
                             self._queue(ws.send(reply))
                         await self._notify_close(code, reason, True)
                         return

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import open_websocket_url
 
 from dotrio.http import Request, Response
 from dotrio.server import ServerLimits, asgi_app, serve_hypercorn

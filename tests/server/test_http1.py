@@ -409,7 +409,9 @@ async def test_graceful_shutdown(nursery: trio.Nursery, kind: str, autojump_cloc
         await control.wait_stopped()
 
 
-async def test_shutdown_grace_cancels_stuck_requests(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+async def test_shutdown_grace_cancels_stuck_requests(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     app = App()
     control = await start_server(nursery, app, "fast")
     busy = await connect(control)
