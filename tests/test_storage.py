@@ -350,7 +350,7 @@ async def test_reads_never_create_files(rt, data_dir):
         assert await s.get_alarm() is None
 
     await run_in(rt, "ghost", body)
-    assert not list(data_dir.rglob("*.sqlite"))
+    assert not list((data_dir / "Store").rglob("*.sqlite"))
 
 
 async def test_alarm_value_validation(rt):
