@@ -43,7 +43,7 @@ _ASGI_MANAGED = frozenset({"content-length", "transfer-encoding", "keep-alive", 
 class _ASGITransport:
     """``WebSocketTransport`` over ASGI ``send``: a bounded queue and a sender task."""
 
-    __slots__ = ("_queue", "_pending", "_limit", "_lot", "_closing", "_gone", "close_sent_at")
+    __slots__ = ("_queue", "_pending", "_limit", "_lot", "_closing", "_gone")
 
     def __init__(self, limit: int) -> None:
         self._queue: deque[tuple[str, Any, Any]] = deque()
@@ -52,7 +52,6 @@ class _ASGITransport:
         self._lot = trio.lowlevel.ParkingLot()
         self._closing = False
         self._gone = False
-        self.close_sent_at: float | None = None
 
     @property
     def closed(self) -> bool:
@@ -89,7 +88,7 @@ class _ASGITransport:
         self._queue.append(("close", code, reason))
         self._lot.unpark_all()
 
-    async def sender(self, send: Any) -> None:
+    async def sender(self, send: Any, close_timeout: float, scope: trio.CancelScope) -> None:
         queue = self._queue
         while True:
             if not queue:
@@ -97,8 +96,11 @@ class _ASGITransport:
                 continue
             kind, a, b = queue.popleft()
             if kind == "close":
-                self.close_sent_at = trio.current_time()
                 await send({"type": "websocket.close", "code": a, "reason": b})
+                # Wait for the peer's answer, then give up: returning from the
+                # app makes hypercorn drop the socket.
+                await trio.sleep(close_timeout)
+                scope.cancel()
                 return
             await send({"type": "websocket.send", kind: a})
             self._pending -= len(a)
@@ -288,10 +290,11 @@ class ASGIApp:
         if self.draining:
             transport._send_close(1001, "server shutting down")
         notified = False
+        # What the endpoint hears if we give up on a peer that never answers our close.
+        code, reason, clean, error = 1006, "", False, None
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(transport.sender, send)
-                nursery.start_soon(self._close_watchdog, transport, nursery.cancel_scope)
+                nursery.start_soon(transport.sender, send, self.limits.ws_close_timeout, nursery.cancel_scope)
                 code, reason, clean, error = await self._ws_read(receive, endpoint, transport)
                 transport._gone = True
                 nursery.cancel_scope.cancel()
@@ -314,17 +317,6 @@ class ASGIApp:
                         await endpoint.on_close(1006, "", False)
                     except Exception:
                         log.exception("WebSocket endpoint on_close failed")
-
-    async def _close_watchdog(self, transport: _ASGITransport, scope: trio.CancelScope) -> None:
-        # After our close frame, wait ws_close_timeout for the peer's answer,
-        # then give up: returning from the app makes hypercorn drop the socket.
-        timeout = self.limits.ws_close_timeout
-        while True:
-            await trio.sleep(min(1.0, timeout))
-            sent = transport.close_sent_at
-            if sent is not None and trio.current_time() - sent >= timeout:
-                scope.cancel()
-                return
 
     async def _ws_read(
         self, receive: Any, endpoint: Any, transport: _ASGITransport

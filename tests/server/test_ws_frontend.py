@@ -177,6 +177,22 @@ async def test_server_side_close(nursery: trio.Nursery, kind: str) -> None:
         client.transport.close(1000, "x" * 124)
 
 
+async def test_peer_that_never_answers_our_close_is_dropped(
+    nursery: trio.Nursery, kind: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    app = App()
+    control = await start_server(nursery, app, kind, ws_close_timeout=5.0)
+    raw = await RawWS.open(control)
+    await raw.send(TextMessage(data="close:4002:closing"))
+    close = await raw.close_event()
+    assert (close.code, close.reason) == (4002, "closing")
+    start = trio.current_time()
+    # We never answer: after ws_close_timeout the server gives up on us.
+    assert await wait_closed(app.sockets[0]) == (1006, "", False)
+    assert 5.0 <= trio.current_time() - start <= 7.0
+    assert await read_until_eof(raw.stream) == b""
+
+
 async def test_abrupt_disconnect_is_1006(nursery: trio.Nursery, kind: str) -> None:
     app = App()
     control = await start_server(nursery, app, kind)
