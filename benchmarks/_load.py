@@ -82,9 +82,12 @@ def wrk_version() -> str:
     path = wrk_path()
     if path is None:
         return ""
-    out = subprocess.run([path, "-v"], capture_output=True, text=True).stdout + ""
-    first = out.strip().splitlines()[0] if out.strip() else "wrk"
-    return " ".join(first.split()[:2])
+    out = subprocess.run([path, "-v"], capture_output=True, text=True)
+    text = (out.stdout + out.stderr).strip()
+    # "wrk debian/4.1.0-3+b2 [epoll] ..." -> "wrk 4.1.0"
+    words = text.split()
+    version = words[1].rsplit("/", 1)[-1].split("-", 1)[0] if len(words) > 1 else ""
+    return f"wrk {version}".strip()
 
 
 def http_request(method: str, path: str, body: bytes = b"") -> bytes:
@@ -160,10 +163,12 @@ def run_wrk(
     # Throughput over time: bytes read per interval / bytes per response.
     series = Series(0.0, 0.25)
     total_read = samples[-1][1] if samples else 0
-    if requests and total_read:
-        per = total_read / requests
-        prev_t, prev_b = 0.0, 0
-        for t, b in samples:
+    if requests and len(samples) > 1 and total_read > samples[0][1]:
+        # Start from the first sample: what wrk read before the run (its own
+        # script, libraries) is not responses.
+        prev_t, prev_b = samples[0]
+        per = (total_read - prev_b) / requests
+        for t, b in samples[1:]:
             if b > prev_b:
                 series.add((prev_t + t) / 2, int((b - prev_b) / per))
             prev_t, prev_b = t, b
