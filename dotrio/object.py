@@ -12,6 +12,7 @@ from .ids import DurableObjectId
 from .storage import ObjectStorage
 
 if TYPE_CHECKING:
+    from .alarms import Schedule
     from .http import Request, Response
     from .runtime._actor import Actor
     from .websocket import WebSocket, WebSocketRequestResponsePair
@@ -131,6 +132,33 @@ class DurableObject:
 
     async def fetch(self, request: Request) -> Response:
         raise TypeError(f"{type(self).__name__} does not define fetch(request)")
+
+    # ---- scheduler (dotrio.alarms; defined here so RPC cannot reach them) ------
+
+    async def schedule(
+        self,
+        when: int | float | datetime | str,
+        method: str,
+        payload: Any = None,
+        *,
+        repeat: float | None = None,
+        missed: str = "latest",
+        tz: str | None = None,
+        id: str | None = None,
+    ) -> str:
+        """Run ``await self.<method>(payload)`` at ``when`` (delay in seconds, aware
+        datetime, or cron string); returns the schedule id. See dotrio.alarms."""
+        return self.ctx._actor.runtime.alarms.add_schedule(
+            self.ctx._actor, when, method, payload, repeat=repeat, missed=missed, tz=tz, id=id
+        )
+
+    async def get_schedules(self) -> list[Schedule]:
+        """Every schedule of this object, soonest first."""
+        return self.ctx._actor.runtime.alarms.list_schedules(self.ctx._actor)
+
+    async def cancel_schedule(self, id: str) -> bool:
+        """Delete a schedule; returns whether it existed."""
+        return self.ctx._actor.runtime.alarms.remove_schedule(self.ctx._actor, id)
 
 
 class WorkerEntrypoint:

@@ -101,6 +101,7 @@ class Actor:
         self.key: ActorKey = (namespace.name, str(oid))
         self.storage = ObjectStorage(runtime.backend, namespace.name, str(oid))
         self.storage._gate = self
+        runtime.alarms.attach(self)
         self.instance: Any = None
         self.ctx: DurableObjectState | None = None
         self._inbox: deque[Event] = deque()
@@ -281,6 +282,8 @@ class Actor:
         """Return once every write made so far is committed; then release
         WebSocket messages that were waiting for it."""
         storage = self.storage
+        # A new alarm time joins the alarm index's next batch before the commit.
+        await self.runtime.alarms.before_output_gate(self)
         if storage.in_transaction:
             await storage.wait_transaction_done()
         storage.commit()

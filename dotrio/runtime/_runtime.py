@@ -22,6 +22,7 @@ import outcome
 import trio
 
 from .._clock import RuntimeClock
+from ..alarms import AlarmManager
 from .._codec import copy as copy_value
 from .._errors import DotrioError, ObjectResetError
 from ..http import Request, Response
@@ -45,6 +46,7 @@ class RuntimeStatistics:
     events: int
     overloaded: int
     storage: Any
+    alarms: Any = None
 
 
 def _positive(name: str, value: float) -> float:
@@ -112,6 +114,7 @@ class Runtime:
         from ..websocket import WebSocketRegistry
 
         self.websockets = WebSocketRegistry(self)
+        self.alarms = AlarmManager(self)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Runtime:
@@ -141,6 +144,7 @@ class Runtime:
         self._nursery = await self._nursery_cm.__aenter__()
         self._nursery.start_soon(self._flusher)
         self._nursery.start_soon(self._sweeper)
+        self.alarms.start(self._nursery)
         return self
 
     async def __aexit__(
@@ -149,6 +153,7 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
+        self.alarms.pause()  # undelivered alarms stay persisted and fire after a restart
         try:
             if exc is None:
                 await self.drain(self.drain_timeout)
@@ -180,6 +185,7 @@ class Runtime:
                 actor.flush()
             actor.evict()
         self._actors.clear()
+        self.alarms.close()
         self.backend.close()
 
     def statistics(self) -> RuntimeStatistics:
@@ -190,6 +196,7 @@ class Runtime:
             events=self._events,
             overloaded=self._overloaded,
             storage=self.backend.statistics(),
+            alarms=self.alarms.statistics(),
         )
 
     def namespace(self, name: str) -> DurableObjectNamespace:
@@ -314,6 +321,7 @@ class Runtime:
                 continue
             dirty = self._dirty
             self._dirty = {}
+            self.alarms.before_flush(dirty.values())  # one alarm-index transaction for the pass
             for actor in dirty.values():
                 if not actor.evicted:
                     actor.flush()

@@ -407,6 +407,8 @@ class ObjectStorage:
             for kind, name in objects:
                 quoted = '"' + name.replace('"', '""') + '"'
                 conn.execute(f"DROP {kind.upper()} IF EXISTS {quoted}")
+            # The scheduler's rows (dotrio.alarms) are part of "everything".
+            conn.execute("DROP TABLE IF EXISTS _dotrio_schedules")
         except apsw.Error as e:
             raise StorageError(f"delete_all failed: {e}") from e
 

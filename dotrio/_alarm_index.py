@@ -1,0 +1,225 @@
+"""The central alarm index: ``data_dir/alarms.sqlite`` (or an in-memory twin).
+
+One row per object that may have a wake-up due: ``(ns, oid, when_ms, name)``.
+It is a *hint*, never the truth: each object's own database is. The only
+invariant the index keeps is "covering": for every object whose database
+says it must wake at time ``T``, the index holds a row with ``when_ms <= T``.
+Two kinds of write keep it:
+
+* **cover** (before the object's commit): lowers a row to ``min(row, T)``
+  and creates it if absent. It never raises a row, so a cover whose object
+  commit then fails leaves a row that is merely early (a spurious wake).
+* **settle** (after the object's commit): sets the row to the object's
+  now-committed wake time exactly (or deletes it). Settles are queued and
+  written in batches: losing one in a crash only leaves an early or stale
+  row behind, which the object ignores when it is woken.
+
+A batch applies queued settles first, then covers, in one SQLite
+transaction, so a cover is never undone by an older settle.
+
+The index file uses WAL with ``synchronous=NORMAL`` (``FULL`` for
+``durability="power"``): a committed cover survives the process being
+killed, which is what the crash guarantee needs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import apsw
+
+__all__ = ["AlarmIndex", "IndexStatistics", "INDEX_FILE"]
+
+INDEX_FILE = "alarms.sqlite"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS alarms("
+    "ns TEXT NOT NULL, oid BLOB NOT NULL, when_ms INTEGER NOT NULL, name TEXT, "
+    "PRIMARY KEY(ns, oid)) WITHOUT ROWID"
+)
+_SETTLE = (
+    "INSERT INTO alarms(ns, oid, when_ms, name) VALUES(?, ?, ?, ?) "
+    "ON CONFLICT(ns, oid) DO UPDATE SET when_ms=excluded.when_ms, name=coalesce(excluded.name, alarms.name)"
+)
+_COVER = (
+    "INSERT INTO alarms(ns, oid, when_ms, name) VALUES(?, ?, ?, ?) "
+    "ON CONFLICT(ns, oid) DO UPDATE SET when_ms=min(alarms.when_ms, excluded.when_ms), "
+    "name=coalesce(excluded.name, alarms.name)"
+)
+_DELETE = "DELETE FROM alarms WHERE ns=? AND oid=?"
+_GET = "SELECT when_ms FROM alarms WHERE ns=? AND oid=?"
+_NAME = "SELECT name FROM alarms WHERE ns=? AND oid=?"
+
+IndexKey = tuple[str, bytes]
+# A cover request: (ns, oid, when_ms, name).
+Cover = tuple[str, bytes, int, "str | None"]
+
+
+@dataclass(frozen=True)
+class IndexStatistics:
+    path: str | None
+    loaded_rows: int
+    """Rows read when the runtime started."""
+    pending_settles: int
+    """Settles queued for the next batch."""
+    batches: int
+    """Transactions written (each holds any number of settles and covers)."""
+    settles_written: int
+    covers_written: int
+    size_bytes: int
+
+
+class AlarmIndex:
+    """The index file (or memory) plus the queue of settles not yet written."""
+
+    def __init__(self, data_dir: Path | None, durability: str = "process") -> None:
+        self._durability = durability
+        self._conn: apsw.Connection | None = None
+        self._closed = False
+        if data_dir is None:
+            self.path: str | None = None
+            self._open()
+        else:
+            self.path = os.path.join(data_dir, INDEX_FILE)
+            # Created on the first alarm, not at start: a runtime whose objects
+            # never set one leaves no file behind (reads never create files).
+            if os.path.exists(self.path):
+                self._open()
+        self._pending: dict[IndexKey, tuple[int | None, str | None]] = {}
+        self._loaded = 0
+        self._batches = 0
+        self._settles = 0
+        self._covers = 0
+
+    def _open(self) -> apsw.Connection:
+        if self.path is None:
+            conn = apsw.Connection(":memory:")
+        else:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            conn = apsw.Connection(self.path, statementcachesize=16)
+            # One process owns the data dir (as for object databases): the
+            # wal-index stays in heap memory, no -shm file.
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if self._durability == 'power' else 'NORMAL'}")
+        # The index of a million alarms is ~100 MB on disk; its pages are read
+        # once at start and then touched one row at a time, so a small cache keeps
+        # RSS flat without slowing the batches down.
+        conn.execute("PRAGMA cache_size=-4096")
+        conn.execute(_SCHEMA)
+        self._conn = conn
+        return conn
+
+    def _db(self, create: bool) -> apsw.Connection | None:
+        if self._closed:
+            raise RuntimeError("the alarm index is closed")
+        conn = self._conn
+        if conn is None and create:
+            conn = self._open()
+        return conn
+
+    # ---- reads ------------------------------------------------------------------
+
+    def load(self) -> Iterator[tuple[str, bytes, int]]:
+        """Every row as ``(ns, oid, when_ms)`` (used once, at start)."""
+        conn = self._db(False)
+        if conn is None:
+            return
+        for ns, oid, when in conn.execute("SELECT ns, oid, when_ms FROM alarms"):
+            self._loaded += 1
+            yield ns, oid, when
+
+    def durable(self, ns: str, oid: bytes) -> int | None:
+        """The row as committed to the index (queued settles not included)."""
+        conn = self._db(False)
+        if conn is None:
+            return None
+        for (when,) in conn.execute(_GET, (ns, oid)):
+            return int(when)
+        return None
+
+    def pending(self, ns: str, oid: bytes) -> tuple[bool, int | None]:
+        """Whether a settle is queued for the object, and its value."""
+        entry = self._pending.get((ns, oid))
+        if entry is None:
+            return False, None
+        return True, entry[0]
+
+    def name(self, ns: str, oid: bytes) -> str | None:
+        """The name the object was addressed by when its alarm was set, if known."""
+        entry = self._pending.get((ns, oid))
+        if entry is not None and entry[1] is not None:
+            return entry[1]
+        conn = self._db(False)
+        if conn is None:
+            return None
+        for (name,) in conn.execute(_NAME, (ns, oid)):
+            return name
+        return None
+
+    # ---- writes -----------------------------------------------------------------
+
+    def settle(self, ns: str, oid: bytes, when_ms: int | None, name: str | None) -> None:
+        """Queue the exact committed wake time (None: no wake) for the next batch."""
+        self._pending[(ns, oid)] = (when_ms, name)
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def write(self, covers: Iterable[Cover] = ()) -> None:
+        """One transaction: every queued settle, then ``covers``."""
+        covers = list(covers)
+        pending = self._pending
+        if not pending and not covers:
+            return
+        sets = [(ns, oid, when, name) for (ns, oid), (when, name) in pending.items() if when is not None]
+        dels = [key for key, (when, _) in pending.items() if when is None]
+        conn = self._db(bool(sets or covers))
+        if conn is None:
+            pending.clear()  # only deletions, and no file: nothing to delete
+            return
+        with conn:  # BEGIN ... COMMIT, ROLLBACK on error
+            if sets:
+                conn.executemany(_SETTLE, sets)
+            if dels:
+                conn.executemany(_DELETE, dels)
+            if covers:
+                conn.executemany(_COVER, covers)
+        # Only once committed: a failed batch leaves the queue to be retried.
+        self._settles += len(pending)
+        self._covers += len(covers)
+        self._batches += 1
+        pending.clear()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.write()
+        finally:
+            self._closed = True
+            conn = self._conn
+            self._conn = None
+            if conn is not None:
+                conn.close()
+
+    def statistics(self) -> IndexStatistics:
+        size = 0
+        conn = self._conn
+        if conn is not None:
+            count = conn.execute("PRAGMA page_count").fetchall()[0][0]
+            page = conn.execute("PRAGMA page_size").fetchall()[0][0]
+            size = int(count) * int(page)
+        return IndexStatistics(
+            path=self.path,
+            loaded_rows=self._loaded,
+            pending_settles=len(self._pending),
+            batches=self._batches,
+            settles_written=self._settles,
+            covers_written=self._covers,
+            size_bytes=size,
+        )
