@@ -266,6 +266,7 @@ def main() -> None:
     if client == "auto":
         client = "wrk" if shutil.which("wrk") else "python"
     servers = [s for s in args.servers.split(",") if s]
+    args.loadavg = os.getloadavg()[:2]
     results = []
     for kind in servers:
         result = _measure(kind, client, args.connections, args.duration)
@@ -286,7 +287,7 @@ def main() -> None:
 def _write_report(path: Path, results: list[Result], client: str, args: argparse.Namespace,
                   ratio: float | None, cpu_ratio: float | None) -> None:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    load1, load5, _ = os.getloadavg()
+    load1, load5 = args.loadavg
     command = "python benchmarks/bench_http.py" + "".join(
         f" --{k} {v}" for k, v in (("connections", args.connections), ("duration", args.duration), ("client", args.client))
     )
