@@ -229,7 +229,8 @@ class LocalResponder:
             reply += "I remember " + " | ".join(r[:80] for r in thought.recalled)
         else:
             words = re.findall(r"\w+", thought.message.lower())
-            reply += f"noted {len(words)} words" + (f", starting with {words[0]!r}" if words else "")
+            plural = "" if len(words) == 1 else "s"
+            reply += f"noted {len(words)} word{plural}" + (f", starting with {words[0]!r}" if words else "")
         return reply
 
 
