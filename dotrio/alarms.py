@@ -585,7 +585,8 @@ class AlarmManager:
                 self._writer_parked = trio.lowlevel.current_task()
                 await trio.lowlevel.wait_task_rescheduled(abort)
                 continue
-            covers = self._covers
+            # The flusher may have covered some of these meanwhile.
+            covers = [(lis, ms) for lis, ms in self._covers if not lis.known_covered(ms)]
             self._covers = []
             done = self._batch_done
             self._batch_done = trio.Event()
