@@ -204,3 +204,32 @@ async def test_relay_fan_out_and_a_running_loop(server: Server) -> None:
         assert [(m["sender"], m["via"]) for m in replies] == [("w1", "rpc")]
         stats = await ok(c, "GET", "/relay/lobby")
         assert stats["subscribers"] == 2 and stats["published"] >= 8
+
+
+def test_simulate_drives_a_small_population(server: Server) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    args = ["--url", server.url, "--agents", "40", "--loops", "10", "--interval", "0.3", "--schedules", "5",
+            "--duration", "1.5", "--concurrency", "8", "--relays", "2", "--subscribers", "2", "--json"]
+    done = subprocess.run([sys.executable, str(EXAMPLE_DIR / "simulate.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = orjson.loads(done.stdout)
+    phases = report["phases"]
+    assert phases["setup"]["statuses"] == {"200": 120}
+    assert phases["loops+schedules"]["statuses"] == {"200": 15}
+    assert phases["messages"]["requests"] > 0 and phases["messages"]["errors"] == 0
+    assert sum(report["messages_sent"].values()) == phases["messages"]["requests"]
+    events = report["relay_events_received"]
+    assert events["agent.sent"] == phases["messages"]["requests"]
+    assert events.get("agent.loop.tick", 0) >= 10
+    agents = report["agents"]
+    assert agents["loop_agents_sampled"] == 10 and agents["ticks_per_loop_agent"] >= 2
+    assert agents["loop_errors"] == 0
+    assert phases["stop loops"]["statuses"] == {"200": 10}
+
+
+def test_simulate_refuses_other_hosts() -> None:
+    done = subprocess.run([sys.executable, str(EXAMPLE_DIR / "simulate.py"), "--url", "http://example.com:8787"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "this machine" in done.stderr
