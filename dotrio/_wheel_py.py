@@ -38,13 +38,18 @@ lets one ``pop_due`` jump years at the cost of the occupied slots only.
 
 *Exact answers.* ``pop_due`` emits from the ready heap while its top is
 ``<= now_ms``, so nothing later than ``now_ms`` is ever returned even when
-``tick_ms > 1``; the output is sorted by ``(when_ms, handle)``, which is also
-the tie order (handles are allocated deterministically, so both twins agree
-exactly). ``next_due`` is the heap top if the heap is non-empty, else the
-cached minimum of the lowest occupied slot. Each slot caches its minimum
-``when_ms``; arming keeps it exact, and only cancelling (or re-arming) the
-entry that *is* a slot's minimum invalidates it, after which the next
-``next_due`` rescans that one slot. That rescan is the one non-O(1) path.
+``tick_ms > 1`` or the cursor is ahead of ``now``; the output is sorted by
+``(when_ms, handle)``, which is also the tie order (handles are allocated
+deterministically, so both twins agree exactly). ``next_due`` is the heap top
+if the heap is non-empty, else the cached minimum of the lowest occupied slot:
+arming keeps a slot's minimum exact, and only cancelling (or re-arming) the
+entry that *is* the minimum invalidates it. ``next_due`` then does not rescan
+the slot (a rescan per call is O(slot) when the earliest alarms keep being
+re-armed); it opens the slot early, exactly as ``pop_due`` will once its time
+comes, moving every entry down a level, which is paid for by the at most
+``LEVELS - 1`` descents of each entry. The price is that the cursor may run
+ahead of the last ``now``: alarms armed between the two are ready-heap entries
+(O(log ready)), which ``pop_due`` still returns only when due.
 
 *Memory layout.* Entries are int handles into parallel arrays (``when`` int64,
 ``next``/``prev`` int32 for the doubly linked slot lists, ``loc`` uint16 = slot
@@ -95,7 +100,11 @@ class WheelStatistics:
     slots_per_level: int
     tick_ms: int
     cursor_ms: int
-    """Start of the cursor's tick: alarms earlier than ``cursor_ms + tick_ms`` are ready."""
+    """Start of the cursor's tick: alarms earlier than ``cursor_ms + tick_ms`` are ready.
+
+    Usually the last ``now_ms`` given to ``pop_due`` (rounded down to a tick);
+    ahead of it when ``next_due`` opened a slot early, behind it when
+    ``pop_due`` stopped at ``limit``."""
     per_level: tuple[int, ...]
     """Alarms held in each level of the wheel (excluding ready ones)."""
     handles: int
@@ -115,9 +124,8 @@ class TimerWheel:
     """Millions of armed alarms keyed by any hashable, popped in time order.
 
     ``arm``/``cancel``/``when``/``__contains__`` are O(1) (arming at or before
-    the cursor is O(log ready)); ``next_due`` is O(1) except right after the
-    earliest entry of a slot was cancelled; ``pop_due`` is O(returned + levels
-    descended).
+    the cursor is O(log ready)); ``next_due`` is O(1) amortized; ``pop_due``
+    is O(returned + levels descended + log ready).
     """
 
     __slots__ = (
@@ -246,7 +254,7 @@ class TimerWheel:
                 self._levels &= ~(1 << lvl)
             self._svalid[lvl] &= ~bit
         elif self._when[h] == self._smin[s]:
-            # Only losing the minimum makes the cache stale; rescan lazily.
+            # Only losing the minimum makes the cache stale; next_due then opens the slot.
             self._svalid[lvl] &= ~bit
 
     # -- ready heap, ordered by (when_ms, handle); prev[h] = heap position ------
@@ -416,30 +424,22 @@ class TimerWheel:
 
     def next_due(self) -> int | None:
         """The earliest armed ``when_ms`` (exact), or None if nothing is armed."""
-        if self._heap:
-            return self._when[self._heap[0]]
-        lv = self._levels
-        if not lv:
-            return None
-        lvl = (lv & -lv).bit_length() - 1
-        occ = self._occ[lvl]
-        bit = occ & -occ
-        s = (lvl << SLOT_BITS) | (bit.bit_length() - 1)
-        if self._svalid[lvl] & bit:
-            return self._smin[s]
-        when = self._when
-        nxt = self._next
-        h = self._heads[s]
-        m = when[h]
-        h = nxt[h]
-        while h >= 0:
-            w = when[h]
-            if w < m:
-                m = w
-            h = nxt[h]
-        self._smin[s] = m
-        self._svalid[lvl] |= bit
-        return m
+        heap = self._heap
+        while not heap:
+            lv = self._levels
+            if not lv:
+                return None
+            lvl = (lv & -lv).bit_length() - 1
+            occ = self._occ[lvl]
+            digit = (occ & -occ).bit_length() - 1
+            if self._svalid[lvl] >> digit & 1:
+                return self._smin[(lvl << SLOT_BITS) | digit]
+            # The slot lost its minimum. Rescanning would cost O(slot) on every
+            # call while its earliest alarms keep being re-armed; opening it
+            # early costs the same once and moves every entry down a level.
+            shift = SLOT_BITS * (lvl + 1)
+            self._cascade(lvl, digit, ((self._cursor >> shift) << shift) | (digit << (SLOT_BITS * lvl)))
+        return self._when[heap[0]]
 
     def __len__(self) -> int:
         return len(self._index)

@@ -2,7 +2,7 @@
 """Hierarchical timer wheel: the compiled twin of ``dotrio._wheel_py``.
 
 The design (11 radix levels of 64 slots, cursor-relative XOR placement, ready
-heap ordered by ``(when_ms, handle)``, per-slot cached minimum) is documented in
+heap ordered by ``(when_ms, handle)``, per-slot cached minimum, slots opened early by ``next_due``) is documented in
 ``dotrio/_wheel_py.py``; this file follows the same algorithm step for step so
 that both twins return identical results, including the order of ties.
 
@@ -76,9 +76,8 @@ cdef class TimerWheel:
     """Millions of armed alarms keyed by any hashable, popped in time order.
 
     ``arm``/``cancel``/``when``/``__contains__`` are O(1) (arming at or before
-    the cursor is O(log ready)); ``next_due`` is O(1) except right after the
-    earliest entry of a slot was cancelled; ``pop_due`` is O(returned + levels
-    descended).
+    the cursor is O(log ready)); ``next_due`` is O(1) amortized; ``pop_due``
+    is O(returned + levels descended + log ready).
     """
 
     cdef int64_t _tick
@@ -361,7 +360,7 @@ cdef class TimerWheel:
                 self._levels &= ~((<uint64_t>1) << lvl)
             self._svalid[lvl] &= ~bit
         elif self._when[h] == self._smin[s]:
-            # Only losing the minimum makes the cache stale; rescan lazily.
+            # Only losing the minimum makes the cache stale; next_due then opens the slot.
             self._svalid[lvl] &= ~bit
 
     cdef int _cascade(self, int lvl, int digit, int64_t start) except -1:
@@ -560,30 +559,22 @@ cdef class TimerWheel:
 
     def next_due(self) -> int | None:
         """The earliest armed ``when_ms`` (exact), or None if nothing is armed."""
-        cdef int lvl, s
-        cdef uint64_t bit
-        cdef int32_t h
-        cdef int64_t m, w
-        if self._heap_len:
-            return self._when[self._heap[0]]
-        if not self._levels:
-            return None
-        lvl = __builtin_ctzll(self._levels)
-        bit = self._occ[lvl] & (~self._occ[lvl] + 1)
-        s = (lvl << _SLOT_BITS) | __builtin_ctzll(bit)
-        if self._svalid[lvl] & bit:
-            return self._smin[s]
-        h = self._heads[s]
-        m = self._when[h]
-        h = self._next[h]
-        while h >= 0:
-            w = self._when[h]
-            if w < m:
-                m = w
-            h = self._next[h]
-        self._smin[s] = m
-        self._svalid[lvl] |= bit
-        return m
+        cdef int lvl, digit, shift
+        cdef uint64_t start
+        while not self._heap_len:
+            if not self._levels:
+                return None
+            lvl = __builtin_ctzll(self._levels)
+            digit = __builtin_ctzll(self._occ[lvl])
+            if (self._svalid[lvl] >> digit) & 1:
+                return self._smin[(lvl << _SLOT_BITS) | digit]
+            # The slot lost its minimum: open it early instead of rescanning
+            # (see the pure twin); each entry descends a level.
+            shift = _SLOT_BITS * (lvl + 1)
+            start = ((<uint64_t>self._cursor >> shift) << shift) if shift < 64 else 0
+            start |= (<uint64_t>digit) << (_SLOT_BITS * lvl)
+            self._cascade(lvl, digit, <int64_t>start)
+        return self._when[self._heap[0]]
 
     def __len__(self) -> int:
         return self._count

@@ -367,8 +367,9 @@ def test_cancel(impl: ModuleType) -> None:
     assert w.pop_due(INT64_MAX) == []
 
 
-def test_cancel_slot_minimum_rescans(impl: ModuleType) -> None:
-    # All in one far slot; cancelling its earliest entry forces the lazy rescan.
+def test_cancel_slot_minimum(impl: ModuleType) -> None:
+    # All in one far slot; cancelling its earliest entry invalidates the cached
+    # minimum, and next_due must still be exact every time.
     w = impl.TimerWheel(0)
     base = 3 * DAY
     for i in range(50):
@@ -378,6 +379,42 @@ def test_cancel_slot_minimum_rescans(impl: ModuleType) -> None:
         assert w.next_due() == base + 1000 * n
         assert w.cancel(i)
     assert w.next_due() == base + 1000 * 49
+
+
+def test_slot_opened_early_by_next_due(impl: ModuleType) -> None:
+    w = impl.TimerWheel(0)
+    w.arm("a", 3 * DAY)
+    w.arm("b", 3 * DAY + 1000)
+    w.arm("c", 9 * DAY)
+    w.cancel("a")
+    assert w.next_due() == 3 * DAY + 1000
+    # The cursor may now be ahead of "now" (0); arming behind it stays exact.
+    assert w.statistics().cursor_ms <= 3 * DAY + 1000
+    w.arm("d", DAY)
+    w.arm("e", 2 * DAY)
+    assert w.next_due() == DAY
+    assert w.pop_due(DAY - 1) == []
+    assert w.pop_due(DAY) == [("d", DAY)]
+    assert w.pop_due(3 * DAY) == [("e", 2 * DAY)]
+    assert w.pop_due(3 * DAY + 1000) == [("b", 3 * DAY + 1000)]
+    assert w.next_due() == 9 * DAY
+
+
+def test_rearming_the_earliest_of_a_crowd(impl: ModuleType) -> None:
+    # 20,000 alarms in one far slot; the earliest is re-armed later again and
+    # again (an object pushing its alarm back). Each next_due must stay cheap:
+    # the slot is opened once instead of rescanned per call.
+    w = impl.TimerWheel(0)
+    base = 5 * DAY
+    n = 20_000
+    for i in range(n):
+        w.arm(i, base + i)
+    for j in range(2000):
+        assert w.next_due() == base + j
+        w.arm(j, base + n + j)
+    assert w.next_due() == base + 2000
+    got = w.pop_due(base + n + 1999)
+    assert [t for _, t in got] == list(range(base + 2000, base + n + 2000))
 
 
 def test_ready_heap_cancel_and_rearm(impl: ModuleType) -> None:
