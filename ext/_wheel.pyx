@@ -511,6 +511,7 @@ cdef class TimerWheel:
         cdef int64_t now_tick, w
         cdef Py_ssize_t lim = -1, n = 0
         cdef list out
+        cdef tuple item
         cdef int32_t h
         cdef int lvl, digit, shift
         cdef uint64_t start
@@ -534,9 +535,15 @@ cdef class TimerWheel:
                 w = self._when[h]
                 if w > now:
                     break
+                # Allocating the tuple can run the cycle collector, hence any
+                # __del__, hence re-enter this wheel: allocate while h is still
+                # consistently in the heap, and re-check before unlinking it.
+                item = (self._keys[h], w)
+                if not self._heap_len or self._heap[0] != h or self._when[h] != w:
+                    continue
                 self._heap_remove(h)
-                out.append((self._keys[h], w))
-                self._release(h, -1)
+                self._release(h, -1)  # the key survives: item holds it
+                out.append(item)
                 n += 1
                 if n == lim:
                     # Stop mid-way: the cursor stays where the last slot was

@@ -510,6 +510,33 @@ def test_hash_collisions(impl: ModuleType) -> None:
     assert len(w) == 0
 
 
+def test_eq_that_mutates_the_wheel(impl: ModuleType) -> None:
+    # A key whose __eq__ arms more keys (growing the key table mid-probe):
+    # the lookup must start over, as dict's does, and stay correct.
+    w = impl.TimerWheel(0)
+
+    class Meddler:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def __hash__(self) -> int:
+            return 7
+
+        def __eq__(self, other: object) -> bool:
+            if isinstance(other, Meddler) and len(w) < 500:
+                for i in range(200):
+                    w.arm(("filler", len(w), i), 10**6)
+            return isinstance(other, Meddler) and other.n == self.n
+
+    w.arm(Meddler(1), 10)
+    w.arm(Meddler(2), 20)
+    w.arm(Meddler(1), 30)
+    assert w.when(Meddler(1)) == 30 and w.when(Meddler(2)) == 20
+    got = w.pop_due(100)
+    assert [(k.n, t) for k, t in got] == [(2, 20), (1, 30)]
+    assert len(w) == len(w.pop_due(10**6)) and len(w) == 0
+
+
 def test_keys_are_released(impl: ModuleType) -> None:
     class Key:
         pass
