@@ -6,6 +6,13 @@ request); one writer per connection; one ``send_all`` per response; timeouts
 enforced by a sweep about once a second instead of a cancel scope per request;
 the Date header cached once a second. The only cancel scope is the one per
 connection, which the sweep and shutdown cancel.
+
+Connections use plain non-blocking sockets with ``trio.lowlevel.wait_readable``
+/ ``wait_writable`` rather than ``trio.socket``: a receive waits once for
+readiness, and a response that fits in the kernel buffer is sent without a
+scheduler pass. That is one pass per request instead of two, ~4 µs of the
+~25 µs a request costs here. The wait in every receive is the checkpoint that
+keeps a busy connection from starving the others.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from email.utils import formatdate
 from typing import Any
 
 import trio
+from trio.lowlevel import notify_closing, wait_readable, wait_writable
 
 from ..http import Response
 from ._control import (
@@ -65,7 +73,7 @@ class _Conn:
         "bytes_sent", "cancel_scope", "expired", "created", "ws", "mark", "mark_time",
     )
 
-    def __init__(self, server: _Server, sock: trio.socket.SocketType, peer: Any) -> None:
+    def __init__(self, server: _Server, sock: _stdsocket.socket, peer: Any) -> None:
         self.server = server
         self.sock = sock
         self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else None
@@ -84,10 +92,17 @@ class _Conn:
     # -- I/O used by the WebSocket layer too -------------------------------
 
     async def recv(self) -> bytes:
-        try:
-            data = await self.sock.recv(RECV_SIZE)
-        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError):
-            return b""
+        """Wait for and return the next bytes; b"" at end of stream or reset."""
+        sock = self.sock
+        while True:
+            await wait_readable(sock)
+            try:
+                data = sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue
+            except (ConnectionResetError, ConnectionAbortedError):
+                return b""
+            break
         if self.cancel_scope.cancel_called:
             # The sweep timed us out while this receive was completing: honour
             # it (raises Cancelled) rather than act on the data.
@@ -97,15 +112,22 @@ class _Conn:
 
     async def send_all(self, data: bytes | bytearray) -> None:
         sock = self.sock
-        sent = await sock.send(data)
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
         self.bytes_sent += sent
         total = len(data)
         if sent < total:
             view = memoryview(data)
             while sent < total:
-                # Counted as it goes: the sweep's write timeout watches progress.
-                n = await sock.send(view[sent:])
+                await wait_writable(sock)
+                try:
+                    n = sock.send(view[sent:])
+                except BlockingIOError:
+                    continue
                 sent += n
+                # Counted as it goes: the sweep's write timeout watches progress.
                 self.bytes_sent += n
 
     # -- timeouts ----------------------------------------------------------
@@ -185,6 +207,7 @@ class _Conn:
         except Exception:
             log.exception("connection %s failed", self.peer)
         finally:
+            notify_closing(self.sock)
             self.sock.close()
             server.conns.discard(self)
             server.slot_lot.unpark()
@@ -252,7 +275,13 @@ class _Conn:
                 self.state = BODY if parser.headers_done else HEADERS
             else:
                 self.state = IDLE
-            data = await sock.recv(RECV_SIZE)
+            await wait_readable(sock)
+            try:
+                data = sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue
+            except (ConnectionResetError, ConnectionAbortedError):
+                data = b""
             if cs.cancel_called:
                 return None
             if not data:
@@ -279,7 +308,7 @@ class _Conn:
         with trio.move_on_after(_LINGER):
             while True:
                 try:
-                    data = await self.sock.recv(RECV_SIZE)
+                    data = await self.recv()
                 except OSError:
                     return
                 if not data:
@@ -385,6 +414,8 @@ class _Server:
             control._stopped.set()
 
     async def _accept_loop(self, lsock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
+        # Accepting goes through trio.socket (once per connection); the
+        # connection itself is then a plain non-blocking socket (see top).
         limit = self.limits.max_connections
         conns = self.conns
         while True:
@@ -399,11 +430,13 @@ class _Server:
                     await trio.sleep(0.1)
                     continue
                 raise
+            raw = _stdsocket.socket(fileno=sock.detach())
+            raw.setblocking(False)
             try:
-                sock.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
+                raw.setsockopt(_stdsocket.IPPROTO_TCP, _stdsocket.TCP_NODELAY, 1)
             except OSError:  # pragma: no cover - not TCP (never here)
                 pass
-            conn = _Conn(self, sock, addr)
+            conn = _Conn(self, raw, addr)
             conns.add(conn)
             self.connections_total += 1
             nursery.start_soon(conn.main)
