@@ -135,6 +135,7 @@ class RuntimeFactory:
     data lives in the test's temporary data dir."""
 
     def __init__(self, data_dir: Path, base: Path) -> None:
+        #: Where the runtimes keep their data (the ``dotrio_data_dir`` fixture).
         self.data_dir = data_dir
         self._base = base
 
@@ -146,7 +147,7 @@ class RuntimeFactory:
         **overrides: Any,
     ) -> Runtime:
         """A Runtime from ``bindings`` or from the ``config`` file (relative to
-        the test file), with ``data_dir`` set to :attr:`data_dir` unless given
+        the test file), with ``data_dir`` set to the test's data dir unless given
         in ``overrides`` (``data_dir=None`` keeps everything in memory). Other
         ``overrides`` are ``Runtime`` keyword arguments, and win over the file's."""
         from .runtime import Runtime

@@ -20,7 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # "no:dotrio" keeps an installed entry point from registering the module a
 # second time under its entry-point name; "-p dotrio.testing" then loads it
 # whether or not the package's entry points are installed.
-PLUGIN_ARGS = ("-p", "no:dotrio", "-p", "dotrio.testing", "-p", "no:cacheprovider")
+PLUGIN_ARGS = (
+    "-p", "no:dotrio", "-p", "dotrio.testing", "-p", "no:cacheprovider",
+    # The module may already be imported (by the outer run), so it cannot be rewritten.
+    "-W", "ignore::pytest.PytestAssertRewriteWarning",
+)
 
 OBJECTS = '''
 import time
