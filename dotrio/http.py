@@ -32,16 +32,17 @@ def _check_str(what: str, value: object) -> str:
 class Headers:
     """Case-insensitive, order-keeping, multi-valued HTTP headers."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_decoded", "_raw")
 
     def __init__(self, init: HeadersInit = None) -> None:
         # (lower-case name, value) pairs: lookups are linear but header lists are
         # short, and this keeps duplicates (Set-Cookie) and order exactly.
-        self._items: list[tuple[str, str]] = []
+        self._raw: list[tuple[bytes, bytes]] | None = None
+        self._decoded: list[tuple[str, str]] = []
         if init is None:
             return
         if isinstance(init, Headers):
-            self._items = list(init._items)
+            self._decoded = list(init._items)
             return
         pairs = init.items() if isinstance(init, Mapping) else init
         for name, value in pairs:
@@ -49,10 +50,26 @@ class Headers:
 
     @classmethod
     def _from_raw(cls, raw: list[tuple[bytes, bytes]]) -> Headers:
-        """Trusted constructor for parsed wire headers (already validated)."""
+        """Trusted constructor for parsed wire headers (already validated).
+        Decoding is deferred: many handlers never look at the headers."""
         h = cls.__new__(cls)
-        h._items = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]
+        h._raw = raw
+        h._decoded = None  # type: ignore[assignment]
         return h
+
+    @property
+    def _items(self) -> list[tuple[str, str]]:
+        decoded = self._decoded
+        if decoded is None:
+            raw = self._raw or []
+            decoded = self._decoded = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in raw]
+            self._raw = None
+        return decoded
+
+    @_items.setter
+    def _items(self, value: list[tuple[str, str]]) -> None:
+        self._decoded = value
+        self._raw = None
 
     def append(self, name: str, value: str) -> None:
         self._items.append((_check_str("name", name).lower(), _check_str("value", value)))
@@ -155,6 +172,17 @@ class Request:
         self.body = _as_body(body)
         # Set by a front end when this request asks for a WebSocket upgrade.
         self._ws_upgrade: Any = None
+
+    @classmethod
+    def _trusted(cls, url: str, method: str, headers: Headers, body: bytes) -> Request:
+        """Front ends' constructor: arguments already validated by the parser."""
+        r = cls.__new__(cls)
+        r.url = url
+        r.method = method
+        r.headers = headers
+        r.body = body
+        r._ws_upgrade = None
+        return r
 
     @property
     def path(self) -> str:

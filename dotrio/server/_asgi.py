@@ -234,7 +234,7 @@ class ASGIApp:
                 parts.append(chunk)
             if not message.get("more_body", False):
                 break
-        request = Request(self._url(scope), scope["method"], Headers._from_raw(scope["headers"]), b"".join(parts))
+        request = Request._trusted(self._url(scope), scope["method"], Headers._from_raw(scope["headers"]), b"".join(parts))
         response = await self._call(request)
         if response is None:
             await self._simple(send, 500, "internal server error")
@@ -260,7 +260,7 @@ class ASGIApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        request = Request(self._url(scope), "GET", Headers._from_raw(scope["headers"]), b"")
+        request = Request._trusted(self._url(scope), "GET", Headers._from_raw(scope["headers"]), b"")
         request._ws_upgrade = True
         response = await self._call(request)
         if response is None or response.status != 101 or response.web_socket is None:

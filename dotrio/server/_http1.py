@@ -335,7 +335,7 @@ class HTTP1Parser:
         else:
             url = target.decode("latin-1")
         method = self._method
-        request = Request(url, method.decode("ascii"), Headers._from_raw(self._headers), body)
+        request = Request._trusted(url, method.decode("ascii"), Headers._from_raw(self._headers), body)
         ws = self._ws
         if ws is not None and ws.__class__ is WSOffer:
             request._ws_upgrade = True
