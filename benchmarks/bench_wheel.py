@@ -224,8 +224,9 @@ def _report(results: list[dict[str, Any]], n: int, seed: int, command: str) -> s
         "",
         f"* Date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"* Command: `{command}`",
-        f"* Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores "
-        "(shared with other jobs: rates are indicative, ratios within one run are the point)",
+        f"* Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f} at the end (the box is shared: rates are "
+        "indicative, ratios within one run are the point)",
         f"* N = {n:,} alarms, distinct keys, random times over the next 30 days, seed {seed}",
         "",
         "Memory columns are bytes per armed alarm. *RSS* = resident memory added by",
@@ -278,6 +279,7 @@ def _report(results: list[dict[str, Any]], n: int, seed: int, command: str) -> s
         f"* *drain (driver)*: `now = next_due(); pop_due(now)` over the first 15 days "
         f"({wakes:,} wake-ups), alarms returned per second including the `next_due` calls.",
         "* *drain (1-min steps)*: `pop_due(now)` with `now` advancing 60 s at a time over the last 15 days.",
+        "* *key B* includes the 8-byte slot of the list the benchmark keeps its keys in.",
         "* The baseline's `cancel` is a dict pop (lazy deletion); its cost is deferred to the heap pops and",
         "  its memory is not returned until the stale tuple surfaces.",
         "",
