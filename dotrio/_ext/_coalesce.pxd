@@ -1,0 +1,18 @@
+# The compiled write coalescer's C-level interface, so that other Cython code
+# (a future compiled storage front end) can call it without Python dispatch.
+
+cdef class Coalescer:
+    cdef dict _pending          # key -> encoded bytes (put) or None (delete)
+    cdef list _keys             # the pending keys; sorted unless _unsorted
+    cdef bint _unsorted
+    cdef object _inflight       # dict like _pending, or None
+    cdef dict _cache            # key -> committed bytes, or None (known absent)
+    cdef Py_ssize_t _cache_bytes
+    cdef Py_ssize_t _budget
+
+    cdef inline void _note_key(self, str key)
+    cdef int _cache_set(self, str key, object data) except -1
+    cdef int _cache_drop(self, str key) except -1
+    cpdef object lookup(self, str key)
+    cpdef put(self, str key, bytes data)
+    cpdef delete(self, str key)

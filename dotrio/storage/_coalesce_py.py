@@ -1,0 +1,328 @@
+"""The write coalescer, pure Python: the reference twin of ``ext/_coalesce.pyx``.
+
+One ``Coalescer`` per live object holds three things, all keyed by storage key:
+
+* **pending**: puts (encoded bytes) and deletes (``None``) made since the last
+  commit, last write per key wins. Reads see them first (read-your-writes).
+  ``take()`` hands them over, in key order, as the rows of one transaction.
+* **in flight**: the batch a commit is writing right now (a ``"power"`` commit
+  runs off the Trio thread). Reads still see it, and new writes go to a fresh
+  pending buffer, so a slow fsync never blocks writes; ``settle()`` (committed)
+  or ``discard()`` (failed) ends it.
+* **cache**: committed values (and known-absent keys) recently read or
+  written, in encoded form, bounded by a byte budget, so that a repeated
+  ``get`` never reaches SQLite. It mirrors the database as our own connection
+  sees it; whoever rolls the database back must ``clear_cache()``.
+
+Keys order by code point, which for valid strings (lone surrogates are
+rejected by ``check_key``) is UTF-8 byte order, i.e. SQLite's BINARY collation:
+Python's ``str`` comparison and the database agree on every range.
+
+Both twins give the same results for the same calls; tests/test_coalesce.py
+checks them against each other and against a dict model.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+__all__ = [
+    "Coalescer",
+    "MISSING",
+    "MAX_KEY_BYTES",
+    "DEFAULT_CACHE_BUDGET",
+    "ENTRY_OVERHEAD",
+    "check_key",
+]
+
+MAX_KEY_BYTES = 2048
+# Small on purpose: thousands of objects may be live at once, and a value read
+# once per turn is what the cache is for, not whole data sets.
+DEFAULT_CACHE_BUDGET = 32 * 1024
+# What one cached entry costs beyond its key and value bytes (dict slot, str
+# and bytes headers), so that many tiny entries cannot exceed the budget.
+ENTRY_OVERHEAD = 96
+# A committed batch bigger than this is not copied into the cache entry by
+# entry (that would cost as much as a small commit): only stale entries are dropped.
+_SETTLE_COPY_MAX = 64
+
+
+class _Missing:
+    """The answer "this layer does not know the key": look further down."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+def check_key(key: object, what: str = "key") -> str:
+    """``key`` if it is a valid storage key, else TypeError / ValueError."""
+    if type(key) is not str:
+        raise TypeError(f"storage {what} must be str, got {type(key).__name__}")
+    # Each code point is at most 4 UTF-8 bytes, so short ASCII keys need no encoding.
+    if len(key) > MAX_KEY_BYTES // 4 or not key.isascii():
+        try:
+            n = len(key.encode("utf-8"))
+        except UnicodeEncodeError as e:
+            raise ValueError(f"storage {what} is not valid Unicode (lone surrogate at index {e.start})") from None
+        if n > MAX_KEY_BYTES:
+            raise ValueError(f"storage {what} is {n} bytes of UTF-8; the limit is {MAX_KEY_BYTES}")
+    return key
+
+
+def _cost(key: str, data: bytes | None) -> int:
+    return ENTRY_OVERHEAD + len(key) + (len(data) if data is not None else 0)
+
+
+class Coalescer:
+    """Pending writes, the batch in flight, and a read cache of one object."""
+
+    __slots__ = ("_pending", "_keys", "_unsorted", "_inflight", "_cache", "_cache_bytes", "_budget")
+
+    def __init__(self, cache_budget: int = DEFAULT_CACHE_BUDGET) -> None:
+        if type(cache_budget) is not int or cache_budget < 0:
+            raise ValueError(f"cache_budget must be an int >= 0, got {cache_budget!r}")
+        self._pending: dict[str, bytes | None] = {}
+        # The pending keys, sorted lazily: appending a key larger than the last
+        # keeps them sorted (the common case of increasing keys costs nothing).
+        self._keys: list[str] = []
+        self._unsorted = False
+        self._inflight: dict[str, bytes | None] | None = None
+        self._cache: dict[str, bytes | None] = {}
+        self._cache_bytes = 0
+        self._budget = cache_budget
+
+    # ---- writes ----------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> None:
+        if not isinstance(key, str) or not isinstance(data, bytes):
+            raise TypeError("put() takes a str key and bytes data")
+        pending = self._pending
+        if key not in pending:
+            keys = self._keys
+            if keys and not self._unsorted and key < keys[-1]:
+                self._unsorted = True
+            keys.append(key)
+        pending[key] = data
+
+    def delete(self, key: str) -> None:
+        if not isinstance(key, str):
+            raise TypeError("delete() takes a str key")
+        pending = self._pending
+        if key not in pending:
+            keys = self._keys
+            if keys and not self._unsorted and key < keys[-1]:
+                self._unsorted = True
+            keys.append(key)
+        pending[key] = None
+
+    def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+        for key, data in items:
+            self.put(key, data)
+
+    @property
+    def pending(self) -> int:
+        """How many keys have an uncommitted put or delete."""
+        return len(self._pending)
+
+    @property
+    def in_flight(self) -> bool:
+        return self._inflight is not None
+
+    # ---- reads -----------------------------------------------------------------------
+
+    def lookup(self, key: str) -> Any:
+        """The newest known state of ``key``: bytes, None (absent) or MISSING
+        (unknown here: read the database, then ``remember`` the answer)."""
+        if not isinstance(key, str):
+            raise TypeError("lookup() takes a str key")
+        value = self._pending.get(key, MISSING)
+        if value is not MISSING:
+            return value
+        inflight = self._inflight
+        if inflight is not None:
+            value = inflight.get(key, MISSING)
+            if value is not MISSING:
+                return value
+        return self._cache.get(key, MISSING)
+
+    def remember(self, key: str, data: bytes | None) -> None:
+        """Cache what the database holds for ``key`` (None: absent)."""
+        if not isinstance(key, str):
+            raise TypeError("remember() takes a str key")
+        if data is not None and type(data) is not bytes:
+            raise TypeError("remember() takes bytes or None")
+        self._cache_set(key, data)
+
+    # ---- commits ---------------------------------------------------------------------
+
+    def take(self) -> tuple[list[tuple[str, bytes]], list[tuple[str]]]:
+        """Move the pending writes in flight and return them as rows, in key
+        order: ``(puts, deletes)`` for ``executemany``. One batch at a time."""
+        if self._inflight is not None:
+            raise RuntimeError("a batch is already in flight; settle() or discard() it first")
+        pending = self._pending
+        keys = self._keys
+        if self._unsorted:
+            keys.sort()
+        puts: list[tuple[str, bytes]] = []
+        dels: list[tuple[str]] = []
+        for key in keys:
+            data = pending[key]
+            if data is None:
+                dels.append((key,))
+            else:
+                puts.append((key, data))
+        self._inflight = pending
+        self._pending = {}
+        self._keys = []
+        self._unsorted = False
+        return puts, dels
+
+    def settle(self) -> None:
+        """The batch in flight is committed: it becomes what the cache knows."""
+        inflight = self._inflight
+        if inflight is None:
+            return
+        self._inflight = None
+        if len(inflight) <= _SETTLE_COPY_MAX:
+            for key, data in inflight.items():
+                self._cache_set(key, data)
+            return
+        cache = self._cache
+        for key in [k for k in cache if k in inflight]:
+            self._cache_drop(key)
+
+    def discard(self) -> None:
+        """Drop every uncommitted write: pending and in flight."""
+        self._pending = {}
+        self._keys = []
+        self._unsorted = False
+        self._inflight = None
+
+    def snapshot(self) -> object:
+        """The pending writes as they are now, for ``restore`` (a transaction)."""
+        return (dict(self._pending), list(self._keys), self._unsorted)
+
+    def restore(self, snapshot: object) -> None:
+        pending, keys, unsorted = snapshot  # type: ignore[misc]
+        self._pending = dict(pending)
+        self._keys = list(keys)
+        self._unsorted = unsorted
+
+    # ---- list() ----------------------------------------------------------------------
+
+    def merge(
+        self,
+        rows: Iterator[tuple[str, bytes]] | None,
+        lo: str | None,
+        lo_inclusive: bool,
+        hi: str | None,
+        reverse: bool,
+        limit: int,
+    ) -> list[tuple[str, bytes]]:
+        """Merge the database rows of a range scan with the pending writes.
+
+        ``rows`` yields ``(key, value)`` in the scan's direction, restricted to
+        the range (``lo`` inclusive or not, ``hi`` exclusive; None = unbounded).
+        Pending puts replace or add rows, pending deletes hide them. At most
+        ``limit`` rows (``limit < 0``: no limit); ``rows`` is read lazily, so a
+        small limit reads little. Nothing may be in flight (the caller waits).
+        """
+        if self._inflight is not None:
+            raise RuntimeError("merge() while a batch is in flight")
+        pending = self._pending
+        keys = self._keys
+        if self._unsorted:
+            keys.sort()
+            self._unsorted = False
+        i = 0 if lo is None else (bisect_left(keys, lo) if lo_inclusive else bisect_right(keys, lo))
+        j = len(keys) if hi is None else bisect_left(keys, hi)
+        order = keys[i:j]
+        if reverse:
+            order.reverse()
+        out: list[tuple[str, bytes]] = []
+        if limit == 0:
+            return out
+        it = iter(rows) if rows is not None else iter(())
+        row = next(it, None)
+        n = len(order)
+        p = 0
+        while p < n or row is not None:
+            if p < n:
+                pk = order[p]
+                if row is None:
+                    take_pending = True
+                    same = False
+                else:
+                    rk = row[0]
+                    same = rk == pk
+                    take_pending = same or ((pk > rk) if reverse else (pk < rk))
+            else:
+                take_pending = False
+                same = False
+            if take_pending:
+                data = pending[pk]
+                p += 1
+                if same:
+                    row = next(it, None)
+                if data is None:
+                    continue
+                out.append((pk, data))
+            else:
+                assert row is not None
+                out.append((row[0], row[1]))
+                row = next(it, None)
+            if len(out) == limit:
+                break
+        return out
+
+    # ---- cache -----------------------------------------------------------------------
+
+    def _cache_set(self, key: str, data: bytes | None) -> None:
+        cache = self._cache
+        old = cache.pop(key, MISSING)
+        if old is not MISSING:
+            self._cache_bytes -= _cost(key, old)
+        cost = _cost(key, data)
+        # One value may use at most a quarter of the budget: a big value read
+        # once must not flush everything else.
+        if cost * 4 > self._budget:
+            return
+        budget = self._budget - cost
+        while self._cache_bytes > budget:
+            victim = next(iter(cache))
+            self._cache_bytes -= _cost(victim, cache.pop(victim))
+        cache[key] = data
+        self._cache_bytes += cost
+
+    def _cache_drop(self, key: str) -> None:
+        old = self._cache.pop(key, MISSING)
+        if old is not MISSING:
+            self._cache_bytes -= _cost(key, old)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+        self._cache_bytes = 0
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes the cache accounts for (keys, values and per-entry overhead)."""
+        return self._cache_bytes
+
+    @property
+    def cache_entries(self) -> int:
+        return len(self._cache)
+
+    @property
+    def cache_budget(self) -> int:
+        return self._budget
