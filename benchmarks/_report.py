@@ -217,6 +217,7 @@ class ScenarioResult:
     notes: list[str] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    text: str = ""  # verbatim output of a gathered script (the storage scenario)
 
     def measurement(self, name: str) -> Measurement | None:
         for m in self.measurements:
@@ -308,6 +309,8 @@ def print_table(result: ScenarioResult, out: TextIO = sys.stdout) -> None:
         _table(["figure", "value", "unit", "target", "met"],
                [[f.name, fmt_num(f.value), f.unit, f.target or "-", {True: "yes", False: "NO", None: "-"}[f.met]]
                 for f in result.figures], out)
+    if result.text:
+        out.write("\n" + result.text.rstrip() + "\n")
     for n in result.notes:
         out.write(f"note: {n}\n")
     out.flush()
@@ -316,7 +319,7 @@ def print_table(result: ScenarioResult, out: TextIO = sys.stdout) -> None:
 def json_lines(result: ScenarioResult) -> Iterable[dict[str, Any]]:
     base = {"scenario": result.scenario, "started": result.started}
     yield {**base, "type": "run", "command": result.command, "params": result.params, "machine": result.machine,
-           "notes": result.notes}
+           "notes": result.notes, "text": result.text}
     for ms in result.measurements:
         yield {**base, "type": "measurement", **ms.to_json()}
     for r in result.ratios:

@@ -25,16 +25,18 @@ end
 
 if #paths > 1 then
   local reqs = {}
-  for i, p in ipairs(paths) do
-    reqs[i] = wrk.format(nil, p)
-  end
-  local n = #reqs
+  local n = #paths
   local shuffle = os.getenv("BENCH_RANDOM") == "1"
   local i = 0
   function setup(thread)
     thread:set("seed", math.random(1, 1000000))
   end
   function init(args)
+    -- Pre-rendered here, not at load: wrk adds the Host header only after
+    -- the script is loaded.
+    for k, p in ipairs(paths) do
+      reqs[k] = wrk.format(nil, p)
+    end
     math.randomseed(seed or os.time())
     i = math.random(0, n - 1)
   end
