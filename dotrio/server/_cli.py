@@ -139,5 +139,27 @@ def check(config: str | None) -> None:
     out("ok")
 
 
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """Run the benchmark suite (benchmarks/, a source checkout): dotrio bench --help."""
+    from pathlib import Path
+
+    try:
+        from benchmarks.__main__ import main as bench_main
+    except ImportError:
+        # The suite is not installed with the package: find it next to it (an
+        # editable install or a checkout) or in the current folder.
+        for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+            if (root / "benchmarks" / "__main__.py").exists():
+                sys.path.insert(0, str(root))
+                break
+        try:
+            from benchmarks.__main__ import main as bench_main
+        except ImportError:
+            _die("the benchmark suite is in the source checkout (benchmarks/): run this from there", EXIT_USAGE)
+    sys.exit(bench_main(list(args), prog="dotrio bench"))
+
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name="dotrio")
