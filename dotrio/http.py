@@ -244,10 +244,21 @@ class Response:
         if status == 101 and web_socket is None:
             raise ValueError("a status 101 response needs web_socket= (the client end of a WebSocketPair)")
         self.status = status
-        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
-        self.body = _as_body(body)
-        if isinstance(body, str) and "content-type" not in self.headers:
-            self.headers.set("content-type", "text/plain; charset=utf-8")
+        if isinstance(body, str):
+            self.body = body.encode("utf-8")
+            if headers is None:
+                # The common case, built directly: Headers.set() validates what we know is valid.
+                h = Headers.__new__(Headers)
+                h._raw = None
+                h._decoded = [("content-type", "text/plain; charset=utf-8")]
+                self.headers = h
+            else:
+                self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+                if "content-type" not in self.headers:
+                    self.headers.set("content-type", "text/plain; charset=utf-8")
+        else:
+            self.body = _as_body(body)
+            self.headers = headers if isinstance(headers, Headers) else Headers(headers)
         self.web_socket = web_socket
 
     def text(self) -> str:
