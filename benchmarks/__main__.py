@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ._common import Options
 from ._peers import PEERS
-from ._report import Progress, ScenarioResult, plot, print_table, write_json
+from ._report import Progress, ScenarioResult, markdown, plot, print_table, write_json
 from .scenarios import SCENARIOS, get
 
 __all__ = ["main", "build_parser", "run_scenario", "QUICK"]
@@ -28,7 +28,7 @@ __all__ = ["main", "build_parser", "run_scenario", "QUICK"]
 OUT_DIR = Path(__file__).resolve().parent / "out"
 
 # Smoke sizes: every scenario in seconds (tests/test_benchmarks_smoke.py).
-QUICK = dict(duration=1.0, warmup=0.0, connections=8, objects=50, ws_connections=8, subscribers=20, alarms=200,
+QUICK = dict(duration=1.0, warmup=0.0, connections=8, ws_connections=8, subscribers=20, alarms=200,
              restart_alarms=200, population=300, touch=100, ceiling=False)
 
 
@@ -60,6 +60,7 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     ap.add_argument("--data-dir", help="population: create (or reuse) the objects here instead of a temp folder")
     ap.add_argument("--quick", action="store_true", help="smoke sizes: every scenario in seconds")
     ap.add_argument("--json", action="store_true", help="JSON lines on stdout (the table goes to stderr)")
+    ap.add_argument("--markdown", metavar="FILE", help="append each run as a Markdown section to FILE")
     ap.add_argument("--plot", nargs="?", const=str(OUT_DIR), metavar="DIR",
                     help=f"a PNG per run (throughput over time, latency distribution) [{OUT_DIR}]")
     return ap
@@ -114,6 +115,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
         print_table(result, table_out)
         if args.json:
             write_json(result, sys.stdout)
+        if args.markdown:
+            with open(args.markdown, "a") as f:
+                f.write(markdown(result) + "\n")
         if args.plot:
             stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(result.started))
             path = plot(result, Path(args.plot) / f"{n}-{stamp}.png")

@@ -27,7 +27,8 @@ PEERS_DIR = Path(__file__).resolve().parent / ".peers"
 _WORKER_DIR = Path(__file__).resolve().parent / "peers" / "workerd"
 # The version the suite was written against; DOTRIO_BENCH_WORKERD overrides it.
 WORKERD_PACKAGE = os.environ.get("DOTRIO_BENCH_WORKERD", "workerd@1.20261117.1")
-WORKERD_DURABILITY = "workerd local disk: SQLite, fsync on every commit"
+# Short: it is printed in the results table beside every workerd row.
+WORKERD_DURABILITY = "fsync per commit"
 
 
 class PeerUnavailable(RuntimeError):

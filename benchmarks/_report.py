@@ -22,6 +22,7 @@ __all__ = [
     "ScenarioResult",
     "Progress",
     "print_table",
+    "markdown",
     "write_json",
     "plot",
     "fmt_num",
@@ -314,6 +315,45 @@ def print_table(result: ScenarioResult, out: TextIO = sys.stdout) -> None:
     for n in result.notes:
         out.write(f"note: {n}\n")
     out.flush()
+
+
+def markdown(result: ScenarioResult) -> str:
+    """The run as a Markdown section (what benchmarks/RESULTS.md is built from)."""
+    m = result.machine
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(result.started))
+    lines = [f"### {result.scenario}", "",
+             f"`{result.command}`  ", f"{when}; {m.get('cores')} cores ({m.get('cpu')}), {m.get('memory_gib')} GiB, "
+             f"Python {m.get('python')}, load average at start {m.get('loadavg', ('?',))[0]}", ""]
+    if result.measurements:
+        lines += ["| run | client | rate | p50 ms | p99 ms | max ms | errors | server CPU | client CPU |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for ms in result.measurements:
+            h = ms.latency
+            ok = h is not None and h.total
+            lines.append(
+                f"| {ms.name}: {ms.what}{f' [{ms.durability}]' if ms.durability else ''} | {ms.client or '-'} | "
+                f"{fmt_num(ms.rate)} {ms.unit} | {_ms(h.percentile(50)) if ok else '-'} | "
+                f"{_ms(h.percentile(99)) if ok else '-'} | {_ms(h.max_us) if ok else '-'} | {fmt_num(ms.errors)} | "
+                f"{fmt_num(ms.server_cpu, 2) if ms.server_cpu is not None else '-'} | "
+                f"{fmt_num(ms.client_cpu, 2) if ms.client_cpu is not None else '-'} |")
+        lines.append("")
+    if result.ratios:
+        lines += ["| ratio | value | target | met |", "|---|---:|---|---|"]
+        for r in result.ratios:
+            lines.append(f"| {r.label} | {fmt_num(r.value) + 'x' if r.value is not None else '-'} | "
+                         f"{r.target or '-'} | {({True: 'yes', False: '**no**', None: '-'})[r.met]} |")
+        lines.append("")
+    if result.figures:
+        lines += ["| figure | value | target | met |", "|---|---:|---|---|"]
+        for f in result.figures:
+            lines.append(f"| {f.name} | {fmt_num(f.value)} {f.unit} | {f.target or '-'} | "
+                         f"{({True: 'yes', False: '**no**', None: '-'})[f.met]} |")
+        lines.append("")
+    if result.text:
+        lines += ["```", result.text.rstrip(), "```", ""]
+    for n in result.notes:
+        lines.append(f"- {n}")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def json_lines(result: ScenarioResult) -> Iterable[dict[str, Any]]:

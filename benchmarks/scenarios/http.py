@@ -81,8 +81,8 @@ def _run(scenario: str, binding: str, objects: int, opts: Options, progress: Pro
             with workerd() as server:
                 peer = measure_http(opts, server, "workerd", f"{scenario} (same worker in JS)", "POST", paths,
                                     progress, durability=WORKERD_DURABILITY, prepare=prepare_for(server))
-                peer.what += f" [{server.name}]"
             result.measurements.append(peer)
+            result.notes.append(f"peer: {server.name}, local-disk SQLite storage (fsyncs every commit)")
         except PeerUnavailable as exc:
             result.notes.append(str(exc))
     progress.done()
@@ -102,7 +102,7 @@ def run_hot(opts: Options, progress: Progress) -> ScenarioResult:
 
 
 def run_spread(opts: Options, progress: Progress) -> ScenarioResult:
-    return _run("http-spread", "COUNTER", opts.objects or 10_000, opts, progress)
+    return _run("http-spread", "COUNTER", opts.objects or (50 if opts.quick else 10_000), opts, progress)
 
 
 def run_sql(opts: Options, progress: Progress) -> ScenarioResult:

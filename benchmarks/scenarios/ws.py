@@ -61,9 +61,10 @@ def run_echo(opts: Options, progress: Progress) -> ScenarioResult:
     if opts.peer == "workerd":
         try:
             with workerd() as server:
-                peer = measure_ws_echo(opts, server, "workerd", f"echo through {n} objects [{server.name}]", paths,
+                peer = measure_ws_echo(opts, server, "workerd", f"echo through {n} objects", paths,
                                        progress, durability=WORKERD_DURABILITY)
             result.measurements.append(peer)
+            result.notes.append(f"peer: {server.name}, hibernatable WebSockets (acceptWebSocket)")
         except PeerUnavailable as exc:
             result.notes.append(str(exc))
     progress.done()
@@ -95,10 +96,10 @@ def run_fanout(opts: Options, progress: Progress) -> ScenarioResult:
     if opts.peer == "workerd":
         try:
             with workerd() as server:
-                peer = measure_ws_fanout(opts, server, "workerd",
-                                         f"1 room -> {opts.subscribers:,} subscribers [{server.name}]", "room",
-                                         progress, durability=WORKERD_DURABILITY)
+                peer = measure_ws_fanout(opts, server, "workerd", f"1 room -> {opts.subscribers:,} subscribers",
+                                         "room", progress, durability=WORKERD_DURABILITY)
             result.measurements.append(peer)
+            result.notes.append(f"peer: {server.name}, hibernatable WebSockets (acceptWebSocket)")
         except PeerUnavailable as exc:
             result.notes.append(str(exc))
     progress.done()
