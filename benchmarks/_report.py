@@ -170,11 +170,20 @@ class Measurement:
     def rate(self) -> float:
         return self.ops / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def server_us_per_op(self) -> float | None:
+        """Server CPU per operation: the figure a shared box disturbs least
+        (a server denied part of its core serves fewer ops/s, not dearer ones)."""
+        if self.server_cpu is None or not self.ops:
+            return None
+        return self.server_cpu * self.seconds / self.ops * 1e6
+
     def to_json(self) -> dict[str, Any]:
         d = {
             "name": self.name, "what": self.what, "ops": self.ops, "seconds": round(self.seconds, 4),
             "rate": round(self.rate, 2), "unit": self.unit, "client": self.client, "errors": self.errors,
             "client_cpu": self.client_cpu, "server_cpu": self.server_cpu, "server_rss": self.server_rss,
+            "server_us_per_op": self.server_us_per_op,
             "durability": self.durability, "extra": self.extra,
         }
         if self.latency is not None:
@@ -235,6 +244,15 @@ class ScenarioResult:
         self.ratios.append(r)
         return r
 
+    def cpu_ratio(self, label: str, num: Measurement | None, den: Measurement | None) -> Ratio:
+        """Adds den's server CPU per op / num's: how many times cheaper num's
+        operations are. Robust on a shared box where req/s is not."""
+        a = num.server_us_per_op if num is not None else None
+        b = den.server_us_per_op if den is not None else None
+        r = Ratio(label, b / a if a and b else None)
+        self.ratios.append(r)
+        return r
+
     def figure(self, name: str, value: Any, unit: str = "", target: str = "", met: bool | None = None) -> Figure:
         f = Figure(name, value, unit, target, met)
         self.figures.append(f)
@@ -281,8 +299,8 @@ def print_table(result: ScenarioResult, out: TextIO = sys.stdout) -> None:
     if result.params:
         out.write("params:  " + ", ".join(f"{k}={v}" for k, v in result.params.items()) + "\n")
     if result.measurements:
-        headers = ["run", "client", "rate", "unit", "p50 ms", "p99 ms", "max ms", "errors", "srv CPU", "cli CPU",
-                   "srv RSS MiB"]
+        headers = ["run", "client", "rate", "unit", "p50 ms", "p99 ms", "max ms", "errors", "srv CPU", "srv µs/op",
+                   "cli CPU", "srv RSS MiB"]
         rows = []
         for ms in result.measurements:
             h = ms.latency
@@ -296,6 +314,7 @@ def print_table(result: ScenarioResult, out: TextIO = sys.stdout) -> None:
                 _ms(h.max_us) if h and h.total else "-",
                 fmt_num(ms.errors),
                 fmt_num(ms.server_cpu, 2) if ms.server_cpu is not None else "-",
+                fmt_num(ms.server_us_per_op),
                 fmt_num(ms.client_cpu, 2) if ms.client_cpu is not None else "-",
                 fmt_num(ms.server_rss / 2**20) if ms.server_rss else "-",
             ])
@@ -325,8 +344,8 @@ def markdown(result: ScenarioResult) -> str:
              f"`{result.command}`  ", f"{when}; {m.get('cores')} cores ({m.get('cpu')}), {m.get('memory_gib')} GiB, "
              f"Python {m.get('python')}, load average at start {m.get('loadavg', ('?',))[0]}", ""]
     if result.measurements:
-        lines += ["| run | client | rate | p50 ms | p99 ms | max ms | errors | server CPU | client CPU |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["| run | client | rate | p50 ms | p99 ms | max ms | errors | server CPU | server µs/op | client CPU |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for ms in result.measurements:
             h = ms.latency
             ok = h is not None and h.total
@@ -335,6 +354,7 @@ def markdown(result: ScenarioResult) -> str:
                 f"{fmt_num(ms.rate)} {ms.unit} | {_ms(h.percentile(50)) if ok else '-'} | "
                 f"{_ms(h.percentile(99)) if ok else '-'} | {_ms(h.max_us) if ok else '-'} | {fmt_num(ms.errors)} | "
                 f"{fmt_num(ms.server_cpu, 2) if ms.server_cpu is not None else '-'} | "
+                f"{fmt_num(ms.server_us_per_op)} | "
                 f"{fmt_num(ms.client_cpu, 2) if ms.client_cpu is not None else '-'} |")
         lines.append("")
     if result.ratios:

@@ -93,6 +93,10 @@ def _run(scenario: str, binding: str, objects: int, opts: Options, progress: Pro
     if peer is not None:
         for dur, m in ours.items():
             result.ratio(f"{m.name} [{dur}] / workerd [fsync]", m, peer, _WORKERD_TARGET.get(scenario, {}).get(dur))
+    for m in ours.values():
+        result.cpu_ratio(f"{m.name}: baseline's server CPU per request / ours", m, baseline)
+        if peer is not None:
+            result.cpu_ratio(f"{m.name}: workerd's server CPU per request / ours", m, peer)
     _client_notes(result)
     return result
 

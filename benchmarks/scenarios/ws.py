@@ -73,6 +73,10 @@ def run_echo(opts: Options, progress: Progress) -> ScenarioResult:
     if peer is not None:
         for dur, m in ours.items():
             result.ratio(f"{m.name} [{dur}] / workerd", m, peer, 1.0)
+    for m in ours.values():
+        result.cpu_ratio(f"{m.name}: baseline's server CPU per message / ours", m, baseline)
+        if peer is not None:
+            result.cpu_ratio(f"{m.name}: workerd's server CPU per message / ours", m, peer)
     _notes(result)
     return result
 
@@ -111,6 +115,7 @@ def run_fanout(opts: Options, progress: Progress) -> ScenarioResult:
     if peer is not None:
         for dur, m in ours.items():
             result.ratio(f"{m.name} [{dur}] / workerd", m, peer)
+            result.cpu_ratio(f"{m.name}: workerd's server CPU per delivery / ours", m, peer)
     result.notes.append("deliveries/s counts every message reaching every subscriber; latency is publish -> "
                         "delivery (monotonic clock shared by the client processes)")
     _notes(result)
