@@ -349,3 +349,16 @@ async def test_openai_responder_without_vars_is_a_502(dotrio_runtime_factory, au
         assert (await req(lee, "PUT", "/config", {"colour": "red"})).status == 400
         instance_config = await run_in_durable_object(lee, lambda obj, ctx: ctx.storage.get("config"))
         assert instance_config["responder"] == "openai"
+
+
+async def test_relay_keeps_only_its_recent_events(dotrio_runtime_factory, autojump_clock):
+    async with make(dotrio_runtime_factory) as rt:
+        relay = rt.env.RELAY.get_by_name("busy")
+        for i in range(1, 131):
+            assert await relay.publish({"type": "agent.n", "data": i}) == 0
+        recent = await relay.recent_events(1000)
+        assert 50 <= len(recent) < 100  # trimmed every 50 events
+        assert [e["data"] for e in recent][-3:] == [128, 129, 130]
+        assert (await relay.stats())["published"] == 130
+        with pytest.raises(ValueError):
+            await relay.publish({"no": "type"})
