@@ -26,9 +26,10 @@ async def run_in(rt, name, fn):
     return await rt.call(ns, ns.id_from_name(name), call)
 
 
-@pytest.fixture
-async def rt(make_runtime):
-    async with make_runtime({"STORE": Store}) as runtime:
+@pytest.fixture(params=["process", "power"])
+async def rt(make_runtime, request):
+    # "power" commits run in worker threads: the same contract must hold.
+    async with make_runtime({"STORE": Store}, durability=request.param) as runtime:
         yield runtime
 
 

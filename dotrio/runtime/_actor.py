@@ -117,6 +117,7 @@ class Actor:
         self.evicted = False
         self.last_active = trio.current_time()
         self._gated_sends: list[Callable[[], None]] = []
+        self._commit_started = False
 
     # ---- caller side ----------------------------------------------------------------
 
@@ -286,19 +287,42 @@ class Actor:
         await self.runtime.alarms.before_output_gate(self)
         if storage.in_transaction:
             await storage.wait_transaction_done()
-        storage.commit()
+        if storage.commits_off_thread:
+            await storage.commit_async()
+        else:
+            storage.commit()
         self._release_sends()
 
     def flush(self) -> None:
-        """Commit now if possible (the runtime's flusher calls this after a yield)."""
+        """Commit now if possible (the runtime's flusher calls this after a yield).
+        A "power" commit is started in the background instead: its fsync runs in
+        a worker thread while other objects go on."""
         storage = self.storage
-        if storage.in_transaction or not storage.dirty:
+        if storage.in_transaction or not storage.dirty or storage.committing:
             return
+        if storage.commits_off_thread:
+            runtime = self.runtime
+            nursery = runtime._nursery
+            if nursery is not None and not runtime._closing:
+                if not self._commit_started:
+                    self._commit_started = True
+                    nursery.start_soon(self._background_commit)
+                return
         try:
             storage.commit()
         except StorageError as exc:
             self.reset(f"commit failed: {exc}")
             return
+        self._release_sends()
+
+    async def _background_commit(self) -> None:
+        try:
+            await self.storage.commit_async()
+        except StorageError as exc:
+            self.reset(f"commit failed: {exc}")
+            return
+        finally:
+            self._commit_started = False
         self._release_sends()
 
     def gated_send(self, send: Callable[[], None]) -> None:

@@ -13,12 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import apsw
+import trio
 
+from ._coalesce import DEFAULT_CACHE_BUDGET
 from ._pool import ConnectionPool, PoolStatistics, configure_connection
 
-__all__ = ["StorageBackend", "BackendStatistics"]
+__all__ = ["StorageBackend", "BackendStatistics", "DURABILITY_LEVELS", "DEFAULT_POOL_SIZE", "COMMIT_THREADS"]
 
+# "process": WAL with synchronous=NORMAL; a commit is a write() into the WAL,
+#   durable once the process has made it (survives kill -9, not power loss).
+# "power": synchronous=FULL; every commit fsyncs the WAL, in a worker thread.
 DURABILITY_LEVELS = ("process", "power")
+DEFAULT_POOL_SIZE = 2048
+# Worker threads that may be inside a "power" commit at once: each mostly waits
+# in fsync, so more than there are cores pays off, up to what the disk overlaps.
+COMMIT_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,7 @@ class BackendStatistics:
     durability: str
     pool: PoolStatistics | None
     memory_databases: int
+    cache_budget: int
 
 
 class StorageBackend:
@@ -36,13 +46,22 @@ class StorageBackend:
         self,
         data_dir: Path | None,
         durability: str = "process",
-        pool_size: int = 2048,
+        pool_size: int = DEFAULT_POOL_SIZE,
         vfs: str | None = None,
+        cache_budget: int = DEFAULT_CACHE_BUDGET,
+        commit_threads: int = COMMIT_THREADS,
     ) -> None:
         if durability not in DURABILITY_LEVELS:
             raise ValueError(f"durability must be one of {DURABILITY_LEVELS}, got {durability!r}")
+        if isinstance(cache_budget, bool) or not isinstance(cache_budget, int) or cache_budget < 0:
+            raise ValueError(f"cache_budget must be an int >= 0 (bytes per object), got {cache_budget!r}")
+        if isinstance(commit_threads, bool) or not isinstance(commit_threads, int) or commit_threads < 1:
+            raise ValueError(f"commit_threads must be a positive int, got {commit_threads!r}")
         self.data_dir = data_dir
         self.durability = durability
+        self.cache_budget = cache_budget
+        self._commit_threads = commit_threads
+        self._limiter: trio.CapacityLimiter | None = None
         self._pool = ConnectionPool(pool_size, durability, vfs) if data_dir is not None else None
         # In-memory databases live as long as the backend: eviction must not lose them.
         self._memory: dict[str, apsw.Connection] = {}
@@ -62,11 +81,27 @@ class StorageBackend:
                 self._memory[path] = conn
             return conn
         if create:
-            parent = os.path.dirname(path)
-            if parent not in self._made_dirs:
-                os.makedirs(parent, exist_ok=True)
-                self._made_dirs.add(parent)
+            self.prepare_create(path)
         return self._pool.get(path, create, on_close)
+
+    def prepare_create(self, path: str) -> None:
+        """Make ``path``'s directory (before a worker thread creates the file)."""
+        parent = os.path.dirname(path)
+        if parent not in self._made_dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._made_dirs.add(parent)
+
+    def open_unpooled(self, path: str) -> apsw.Connection:
+        """A new, configured connection that creates the file if needed; safe in
+        a worker thread. Hand it to ``adopt`` on the Trio thread."""
+        assert self._pool is not None
+        conn = self._pool.open(path, True)
+        assert conn is not None
+        return conn
+
+    def adopt(self, path: str, conn: apsw.Connection, on_close: Callable[[], None]) -> None:
+        assert self._pool is not None
+        self._pool.adopt(path, conn, on_close)
 
     def exists(self, path: str) -> bool:
         if self._pool is None:
@@ -76,9 +111,14 @@ class StorageBackend:
     def touch(self, path: str) -> None:
         pool = self._pool
         if pool is not None:
-            od = pool._open
-            if path in od:
-                od.move_to_end(path)
+            pool.touch(path)
+
+    def commit_limiter(self) -> trio.CapacityLimiter:
+        """The worker threads "power" commits share (created in the first commit's Trio run)."""
+        limiter = self._limiter
+        if limiter is None:
+            limiter = self._limiter = trio.CapacityLimiter(self._commit_threads)
+        return limiter
 
     def pin(self, path: str) -> None:
         if self._pool is not None:
@@ -109,4 +149,5 @@ class StorageBackend:
             durability=self.durability,
             pool=self._pool.statistics() if self._pool is not None else None,
             memory_databases=len(self._memory),
+            cache_budget=self.cache_budget,
         )

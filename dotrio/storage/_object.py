@@ -1,14 +1,19 @@
 """One object's storage: KV and SQL in one SQLite database, one transaction.
 
-Writes go to a pending buffer (last write per key wins) and are folded into an
-open SQLite write transaction when something needs the database to reflect
-them (a ``list``, a commit). The transaction is committed by the runtime at
-the output gate or when the handler yields at a non-storage await, so writes
-made without an intervening await commit atomically together, and a
-half-applied batch is never visible: a failed commit rolls everything back.
+KV writes go to the object's coalescer (``_coalesce``): pending puts and
+deletes in key order, last write per key wins, read first by every read, and
+merged with the database's range scan by ``list()``. Nothing reaches SQLite
+until the commit, which writes the whole batch with prepared statements in one
+transaction together with whatever the SQL API wrote (user SQL runs inside an
+open SQLite transaction). The runtime commits at the output gate or when the
+handler yields at a non-storage await, so writes made without an intervening
+await commit atomically together, and a half-applied batch is never visible: a
+failed commit rolls everything back.
 
-Every storage call completes without yielding to Trio. That *is* the input
-gate for storage: no other event can run while a handler is inside one.
+Every storage call completes without yielding to Trio, except to wait for a
+``"power"`` commit in flight (see ``commit_async``) while the object's input
+gate is held. That *is* the input gate for storage: no other event can run
+while a handler is inside one.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import inspect
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -24,12 +30,13 @@ import trio
 
 from .._codec import decode, encode
 from .._errors import StorageError
-from ._sql import SqlCursor, SqlStorage, run_user_sql
+from ._coalesce import MISSING, Coalescer, check_key
+from ._sql import SqlCursor, SqlInterrupted, SqlStorage, run_user_sql
 
 if TYPE_CHECKING:
     from ._backend import StorageBackend
 
-__all__ = ["ObjectStorage", "Transaction", "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "AlarmListener"]
+__all__ = ["ObjectStorage", "Transaction", "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "AlarmListener", "check_key"]
 
 MAX_KEY_BYTES = 2048
 MAX_VALUE_BYTES = 2 * 1024 * 1024
@@ -43,6 +50,22 @@ _DEL = "DELETE FROM _dotrio_kv WHERE key=?"
 _ALARM_GET = "SELECT v FROM _dotrio_meta WHERE k='alarm'"
 _ALARM_PUT = "INSERT OR REPLACE INTO _dotrio_meta(k, v) VALUES('alarm', ?)"
 _ALARM_DEL = "DELETE FROM _dotrio_meta WHERE k='alarm'"
+
+# list(): one statement per shape of range, so the statement cache holds them all.
+_LIST_SQL: dict[tuple[int, bool, bool], str] = {}
+for _lo in (0, 1, 2):  # no lower bound, >=, >
+    for _hi in (False, True):
+        for _rev in (False, True):
+            _conds = []
+            if _lo:
+                _conds.append("key >= ?" if _lo == 1 else "key > ?")
+            if _hi:
+                _conds.append("key < ?")
+            _LIST_SQL[(_lo, _hi, _rev)] = (
+                "SELECT key, value FROM _dotrio_kv"
+                + (" WHERE " + " AND ".join(_conds) if _conds else "")
+                + (" ORDER BY key DESC" if _rev else " ORDER BY key")
+            )
 
 
 class AlarmListener(Protocol):
@@ -62,18 +85,7 @@ class GateHolder(Protocol):
 
     def storage_dirty(self) -> None: ...
 
-
-def check_key(key: object, what: str = "key") -> str:
-    if type(key) is not str:
-        raise TypeError(f"storage {what} must be str, got {type(key).__name__}")
-    if len(key) > MAX_KEY_BYTES // 4 or not key.isascii():
-        try:
-            n = len(key.encode("utf-8"))
-        except UnicodeEncodeError as e:
-            raise ValueError(f"storage {what} is not valid Unicode (lone surrogate at index {e.start})") from None
-        if n > MAX_KEY_BYTES:
-            raise ValueError(f"storage {what} is {n} bytes of UTF-8; the limit is {MAX_KEY_BYTES}")
-    return key
+    def reset(self, reason: str) -> None: ...
 
 
 def encode_value(value: object) -> bytes:
@@ -117,6 +129,34 @@ def alarm_ms(when: object) -> int:
     )
 
 
+def _deadline_cancelled() -> BaseException:
+    """What a sync call interrupted by its task's deadline raises: the
+    ``trio.Cancelled`` that Trio itself would raise at the next checkpoint, so
+    that ``fail_after`` turns it into TooSlowError and ``move_on_after``
+    swallows it.
+
+    Trio has no public way to raise Cancelled from sync code, and its cancel
+    scope only catches a Cancelled once the scope is marked cancelled (the run
+    loop does that for an expired deadline on its next pass, which a sync call
+    does not reach). So: find the scope whose deadline passed, cancel it (public
+    ``cancel()``, what the run loop is about to do anyway) and create the
+    exception through Trio's private constructor. Should Trio's internals
+    change, the fallback is a StorageError saying what happened.
+    """
+    try:
+        status = trio.lowlevel.current_task()._cancel_status  # type: ignore[attr-defined]
+        now = trio.current_time()
+        while status is not None:
+            scope = status._scope
+            if scope.deadline <= now:
+                scope.cancel()
+                return trio.Cancelled._create(source="deadline")  # type: ignore[attr-defined]
+            status = status.parent
+    except (AttributeError, TypeError):
+        pass
+    return StorageError("sql.exec() was interrupted because its deadline passed; the statement was rolled back")
+
+
 class ObjectStorage:
     """``ctx.storage``: the KV API, the SQL API and the alarm of one object."""
 
@@ -126,35 +166,67 @@ class ObjectStorage:
         self._object_id = object_id
         self._path = backend.path_for(namespace, object_id)
         self._conn: apsw.Connection | None = None
-        self._pending: dict[str, bytes | None] = {}
+        # The database file is known not to exist (reads never create it): no
+        # open attempt per read of a never-written object.
+        self._absent = False
+        self._co = Coalescer(backend.cache_budget)
+        # An SQLite transaction is open on _conn (SQL API, delete_all, schedules).
         self._txn_open = False
         self._dirty = False
         self._alarm_pending: Any = _UNSET
         self._alarm_cached: Any = _UNSET
-        self._txn_lock = trio.Lock()
+        self._txn_lock: trio.Lock | None = None
         self._in_transaction = 0
         self._txn_done: trio.Event | None = None
         self._gate: GateHolder | None = None
         self.alarm_listener: AlarmListener | None = None
         self.sql = SqlStorage(self)
+        # "power" commits run in a worker thread (in-memory databases have no
+        # fsync to overlap: they commit inline).
+        self._power = backend.durability == "power" and backend.data_dir is not None
+        self._inflight: trio.Event | None = None
+        # Held from the dispatch of a "power" commit until its thread is done
+        # with the connection: sync code on the Trio thread that needs the
+        # connection meanwhile (sql.exec) waits on it.
+        self._conn_lock = threading.Lock() if self._power else None
 
     # ---- connection and transaction plumbing -------------------------------------
 
     def _on_pool_close(self) -> None:
         self._conn = None
 
+    def _wait_thread(self) -> None:
+        """Block until a commit thread is done with the connection (sync callers
+        only; async ones await ``_wait_inflight`` instead)."""
+        lock = self._conn_lock
+        if lock is not None and self._inflight is not None:
+            with lock:
+                pass
+
+    async def _wait_inflight(self) -> None:
+        while self._inflight is not None:
+            await self._inflight.wait()
+
     def _connection(self, create: bool) -> apsw.Connection | None:
+        if self._inflight is not None:
+            self._wait_thread()
         conn = self._conn
         if conn is not None:
             self._backend.touch(self._path)
             return conn
+        if self._absent and not create:
+            return None
         conn = self._backend.connect(self._path, create, self._on_pool_close)
         self._conn = conn
+        self._absent = conn is None
         return conn
 
     def _begin(self, conn: apsw.Connection) -> None:
         if not self._txn_open:
-            conn.execute("BEGIN IMMEDIATE")
+            # Deferred: a transaction that only reads is ended at once (_end_if_clean).
+            # The pool's connections hold the file's lock exclusively, so a deferred
+            # transaction never meets SQLITE_BUSY when it starts writing.
+            conn.execute("BEGIN")
             self._txn_open = True
             self._backend.pin(self._path)
 
@@ -164,36 +236,59 @@ class ObjectStorage:
             if self._gate is not None:
                 self._gate.storage_dirty()
 
-    def _materialize(self) -> None:
-        """Fold pending writes into the open transaction (not a commit)."""
-        pending = self._pending
-        if not pending:
-            return
-        conn = self._connection(True)
-        assert conn is not None
-        self._begin(conn)
-        puts = [(k, v) for k, v in pending.items() if v is not None]
-        dels = [(k,) for k, v in pending.items() if v is None]
-        try:
-            if puts:
-                conn.executemany(_PUT, puts)
-            if dels:
-                conn.executemany(_DEL, dels)
-        except apsw.Error as e:
-            raise StorageError(f"storage write failed: {e}") from e
-        pending.clear()
-
     @property
     def dirty(self) -> bool:
-        """True while there are writes not yet committed."""
-        return self._dirty
+        """True while there are writes not yet committed (or being committed)."""
+        return self._dirty or self._inflight is not None
+
+    @property
+    def commits_off_thread(self) -> bool:
+        """Commits go through ``commit_async`` (``"power"`` durability on files)."""
+        return self._power
+
+    @property
+    def committing(self) -> bool:
+        """A ``"power"`` commit is in flight."""
+        return self._inflight is not None
 
     @property
     def in_transaction(self) -> bool:
         return self._in_transaction > 0
 
+    def _write_batch(
+        self, conn: apsw.Connection, puts: list[tuple[str, bytes]], dels: list[tuple[str]], alarm: Any
+    ) -> None:
+        """Write one batch and commit. Runs on the Trio thread ("process") or in
+        a worker thread ("power"); touches nothing but the connection and
+        ``_txn_open``."""
+        if not self._txn_open:
+            if alarm is _UNSET and not dels and len(puts) == 1:
+                # A lone statement is its own transaction: no BEGIN/COMMIT round trips.
+                conn.execute(_PUT, puts[0])
+                return
+            conn.execute("BEGIN")
+            self._txn_open = True
+        if puts:
+            if len(puts) == 1:
+                conn.execute(_PUT, puts[0])
+            else:
+                conn.executemany(_PUT, puts)
+        if dels:
+            if len(dels) == 1:
+                conn.execute(_DEL, dels[0])
+            else:
+                conn.executemany(_DEL, dels)
+        if alarm is not _UNSET:
+            if alarm is None:
+                conn.execute(_ALARM_DEL)
+            else:
+                conn.execute(_ALARM_PUT, (alarm,))
+        conn.execute("COMMIT")
+        self._txn_open = False
+
     def commit(self) -> None:
-        """Commit every write made so far as one SQLite transaction.
+        """Commit every write made so far as one SQLite transaction, here, on
+        the calling thread.
 
         On failure everything uncommitted is rolled back and StorageError is
         raised; the runtime then resets the object.
@@ -202,28 +297,28 @@ class ObjectStorage:
             return
         if self._in_transaction:
             raise RuntimeError("commit() inside a storage transaction")  # the runtime waits instead
+        if self._inflight is not None:
+            raise RuntimeError("commit() while a commit is in flight; await commit_async()")
+        co = self._co
         alarm = self._alarm_pending
+        if not co.pending and alarm is _UNSET and not self._txn_open:
+            self._dirty = False
+            return
         try:
-            self._materialize()
-            if alarm is not _UNSET:
+            conn = self._conn
+            if conn is None:
                 conn = self._connection(True)
                 assert conn is not None
-                self._begin(conn)
-                if self.alarm_listener is not None:
-                    self.alarm_listener.before_alarm_commit(alarm)
-                if alarm is None:
-                    conn.execute(_ALARM_DEL)
-                else:
-                    conn.execute(_ALARM_PUT, (alarm,))
-            if self._txn_open:
-                assert self._conn is not None
-                self._conn.execute("COMMIT")
+            if alarm is not _UNSET and self.alarm_listener is not None:
+                self.alarm_listener.before_alarm_commit(alarm)
+            puts, dels = co.take()
+            self._write_batch(conn, puts, dels, alarm)
         except BaseException as e:
             self.rollback()
             if isinstance(e, apsw.Error):
                 raise StorageError(f"commit failed, the batch was rolled back: {e}") from e
             raise
-        self._txn_open = False
+        co.settle()
         self._dirty = False
         self._backend.unpin(self._path)
         if alarm is not _UNSET:
@@ -232,17 +327,145 @@ class ObjectStorage:
             if self.alarm_listener is not None:
                 self.alarm_listener.after_alarm_commit(alarm)
 
-    def rollback(self) -> None:
-        """Drop every uncommitted write."""
-        self._pending.clear()
+    async def commit_async(self) -> None:
+        """The output gate's commit: returns once every write made so far is
+        committed. In ``"power"`` mode the batch is written and fsynced in a
+        worker thread (a bounded pool shared by all objects, so commits of
+        different objects overlap their fsyncs), with the object's input gate
+        held so that no event of this object runs meanwhile; writes made in the
+        meantime go to a fresh buffer and commit next."""
+        while self._inflight is not None:
+            await self._inflight.wait()
+        if not self._dirty:
+            return
+        if not self._power:
+            self.commit()
+            return
+        if self._in_transaction:
+            raise RuntimeError("commit_async() inside a storage transaction")
+        co = self._co
+        alarm = self._alarm_pending
+        if not co.pending and alarm is _UNSET and not self._txn_open:
+            self._dirty = False
+            return
+        try:
+            if alarm is not _UNSET and self.alarm_listener is not None:
+                self.alarm_listener.before_alarm_commit(alarm)
+            conn = self._conn
+            if conn is None:
+                self._backend.prepare_create(self._path)
+        except BaseException as e:
+            self.rollback()
+            if isinstance(e, apsw.Error):
+                raise StorageError(f"commit failed, the batch was rolled back: {e}") from e
+            raise
+        puts, dels = co.take()
         self._alarm_pending = _UNSET
         self._dirty = False
-        if self._txn_open:
+        done = self._inflight = trio.Event()
+        lock = self._conn_lock
+        assert lock is not None
+        lock.acquire()
+        self._thread_started = False
+        self._backend.pin(self._path)
+        gate = self._gate
+        if gate is not None:
+            gate.hold_gate()
+        failure: BaseException | None = None
+        try:
+            # Shielded: a batch is never abandoned half-way; a cancelled caller
+            # waits at most one commit.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(
+                    self._commit_in_thread, conn, puts, dels, alarm, lock, limiter=self._backend.commit_limiter()
+                )
+        except BaseException as e:
+            failure = e
+        finally:
+            if not self._thread_started:
+                lock.release()
+            if conn is None and self._conn is not None:
+                # The thread opened (or created) the file: the pool owns the connection now.
+                self._backend.adopt(self._path, self._conn, self._on_pool_close)
+            self._inflight = None
+            if gate is not None:
+                gate.release_gate()
+            done.set()
+        if failure is not None:
+            # The thread rolled the database back. Everything uncommitted goes;
+            # the runtime resets the object.
+            self.rollback(lost=True)
+            if isinstance(failure, apsw.Error):
+                raise StorageError(f"commit failed, the batch was rolled back: {failure}") from failure
+            raise failure
+        co.settle()
+        if not self._txn_open:
+            self._backend.unpin(self._path)
+        if alarm is not _UNSET:
+            self._alarm_cached = alarm
+            if self.alarm_listener is not None:
+                self.alarm_listener.after_alarm_commit(alarm)
+        if self._dirty and gate is not None:
+            # Writes made while this batch was in flight: their flush was skipped.
+            gate.storage_dirty()
+
+    # Set by the commit thread once it runs: from then on the thread releases the lock.
+    _thread_started = False
+
+    def _commit_in_thread(
+        self,
+        conn: apsw.Connection | None,
+        puts: list[tuple[str, bytes]],
+        dels: list[tuple[str]],
+        alarm: Any,
+        lock: threading.Lock,
+    ) -> None:
+        self._thread_started = True
+        try:
+            if conn is None:
+                # First commit of this object (or its connection was evicted): open
+                # here, so that creating the file and its schema fsyncs off the Trio
+                # thread too. Sync callers waiting on the lock find it in _conn.
+                conn = self._backend.open_unpooled(self._path)
+                self._conn = conn
+                self._absent = False
+            self._write_batch(conn, puts, dels, alarm)
+        except BaseException:
+            try:
+                if conn is not None and conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except apsw.Error:
+                pass  # the Trio side discards the connection
             self._txn_open = False
-            conn = self._conn
+            raise
+        finally:
+            lock.release()
+
+    def rollback(self, lost: bool = False) -> None:
+        """Drop every uncommitted write. ``lost``: a failed commit left the
+        connection in an unknown state."""
+        if self._inflight is not None:
+            self._wait_thread()
+        co = self._co
+        if co.in_flight:
+            co.clear_cache()  # the batch in flight may or may not land: forget what we knew
+        co.discard()
+        self._alarm_pending = _UNSET
+        self._dirty = False
+        conn = self._conn
+        in_txn = self._txn_open
+        if conn is not None:
+            try:
+                in_txn = in_txn or conn.in_transaction
+            except apsw.Error:
+                in_txn = True
+        if in_txn or lost:
+            self._txn_open = False
+            co.clear_cache()  # the database goes back to what was committed
             if conn is not None:
                 try:
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                 except apsw.Error:
                     # The connection is in an unknown state: close it; SQLite
                     # discards the uncommitted transaction on close.
@@ -273,30 +496,43 @@ class ObjectStorage:
 
     # ---- KV ------------------------------------------------------------------
 
-    def _read(self, key: str) -> bytes | None:
-        pending = self._pending
-        if key in pending:
-            return pending[key]
+    def _read_db(self, key: str) -> bytes | None:
+        """``key``'s newest value when the coalescer did not know it."""
+        raw = self._co.lookup(key)
+        if raw is not MISSING:
+            return raw
         conn = self._connection(False)
-        if conn is None:
-            return None
-        for (value,) in conn.execute(_GET, (key,)):
-            return value
-        return None
+        value = None
+        if conn is not None:
+            for (value,) in conn.execute(_GET, (key,)):
+                break
+        self._co.remember(key, value)
+        return value
 
     async def get(self, key: str | list[str]) -> Any:
         """The value of ``key`` (None if absent), or for a list of keys a dict of
         those that exist, in key order."""
+        if type(key) is str:
+            raw = self._co.lookup(key)
+            if raw is MISSING:
+                # Only valid keys are ever known to the coalescer: check the rest.
+                check_key(key)
+                if self._inflight is not None:
+                    await self._wait_inflight()
+                raw = self._read_db(key)
+            return None if raw is None else decode(raw)
         if isinstance(key, list):
             keys = sorted({check_key(k) for k in key})
+            if self._inflight is not None:
+                await self._wait_inflight()
             out: dict[str, Any] = {}
             for k in keys:
-                raw = self._read(k)
+                raw = self._read_db(k)
                 if raw is not None:
                     out[k] = decode(raw)
             return out
-        raw = self._read(check_key(key))
-        return None if raw is None else decode(raw)
+        check_key(key)  # raises TypeError
+        raise AssertionError("unreachable")
 
     async def put(self, key: str | dict[str, Any], value: Any = _UNSET) -> None:
         """Store ``value`` under ``key``, or every pair of a dict, atomically."""
@@ -306,36 +542,49 @@ class ObjectStorage:
             # Validate and encode everything before touching the buffer: a rejected
             # put writes nothing.
             entries = [(check_key(k), encode_value(v)) for k, v in key.items()]
-            pending = self._pending
-            for k, data in entries:
-                pending[k] = data
             if entries:
-                self._mark_dirty()
+                self._co.put_many(entries)
+                if not self._dirty:
+                    self._mark_dirty()
             return
         if value is _UNSET:
             raise TypeError("put(key, value) needs a value (or pass a dict of entries)")
         k = check_key(key)
-        data = encode_value(value)
-        self._pending[k] = data
-        self._mark_dirty()
+        data = encode(value)
+        if len(data) > MAX_VALUE_BYTES:
+            raise ValueError(f"value encodes to {len(data)} bytes; the limit is {MAX_VALUE_BYTES} (2 MiB)")
+        self._co.put(k, data)
+        if not self._dirty:
+            self._mark_dirty()
 
     async def delete(self, key: str | list[str]) -> bool | int:
         """Delete ``key`` (returns whether it existed) or a list of keys (returns
         how many existed)."""
+        co = self._co
         if isinstance(key, list):
             keys = [check_key(k) for k in key]
             count = 0
             for k in dict.fromkeys(keys):
-                if self._read(k) is not None:
+                raw = co.lookup(k)
+                if raw is MISSING:
+                    if self._inflight is not None:
+                        await self._wait_inflight()
+                    raw = self._read_db(k)
+                if raw is not None:
                     count += 1
-                    self._pending[k] = None
+                    co.delete(k)
             if count:
                 self._mark_dirty()
             return count
         k = check_key(key)
-        if self._read(k) is None:
+        raw = co.lookup(k)
+        if raw is MISSING:
+            if self._inflight is not None:
+                await self._wait_inflight()
+            raw = self._read_db(k)
+        if raw is None:
             return False
-        self._pending[k] = None
+        co.delete(k)
         self._mark_dirty()
         return True
 
@@ -355,42 +604,57 @@ class ObjectStorage:
             raise ValueError(f"list() limit must be a positive int, got {limit!r}")
         if type(reverse) is not bool:
             raise TypeError(f"list() reverse must be bool, got {type(reverse).__name__}")
-        conds: list[str] = []
-        args: list[Any] = []
+        # The range as one lower bound (inclusive or not) and one exclusive upper bound.
+        lo: str | None = None
+        lo_inclusive = True
+        hi: str | None = None
         if prefix is not None:
             check_key(prefix, "prefix")
             if prefix:
-                conds.append("key >= ?")
-                args.append(prefix)
-                succ = _successor(prefix)
-                if succ is not None:
-                    conds.append("key < ?")
-                    args.append(succ)
+                lo = prefix
+                hi = _successor(prefix)
         if start is not None:
-            conds.append("key >= ?")
-            args.append(check_key(start, "start"))
+            check_key(start, "start")
+            if lo is None or start > lo:
+                lo = start
         if start_after is not None:
-            conds.append("key > ?")
-            args.append(check_key(start_after, "start_after"))
+            check_key(start_after, "start_after")
+            if lo is None or start_after >= lo:
+                lo, lo_inclusive = start_after, False
         if end is not None:
-            conds.append("key < ?")
-            args.append(check_key(end, "end"))
-        self._materialize()
-        conn = self._connection(False)
-        if conn is None:
+            check_key(end, "end")
+            if hi is None or end < hi:
+                hi = end
+        if lo is not None and hi is not None and lo >= hi:
             return {}
-        sql = "SELECT key, value FROM _dotrio_kv"
-        if conds:
-            sql += " WHERE " + " AND ".join(conds)
-        sql += " ORDER BY key DESC" if reverse else " ORDER BY key"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
-        return {k: decode(v) for k, v in conn.execute(sql, args)}
+        if self._inflight is not None:
+            await self._wait_inflight()
+        conn = self._connection(False)
+        co = self._co
+        if conn is None:
+            rows = co.merge(None, lo, lo_inclusive, hi, reverse, -1 if limit is None else limit)
+        else:
+            args: list[str] = []
+            if lo is not None:
+                args.append(lo)
+            if hi is not None:
+                args.append(hi)
+            sql = _LIST_SQL[(0 if lo is None else (1 if lo_inclusive else 2), hi is not None, reverse)]
+            cursor = conn.execute(sql, args)
+            try:
+                rows = co.merge(cursor, lo, lo_inclusive, hi, reverse, -1 if limit is None else limit)
+            finally:
+                # A limit may stop the scan early: end the statement now, not at GC.
+                cursor.close()
+        return {k: decode(v) for k, v in rows}
 
     async def delete_all(self) -> None:
         """Remove everything: KV pairs, SQL tables and the alarm."""
-        self._pending.clear()
+        if self._inflight is not None:
+            await self._wait_inflight()
+        co = self._co
+        co.discard()
+        co.clear_cache()
         conn = self._connection(False)
         self._alarm_pending = None
         self._mark_dirty()
@@ -416,7 +680,7 @@ class ObjectStorage:
         """Return once every earlier write is committed (and durable as configured)."""
         if self._in_transaction:
             return
-        self.commit()
+        await self.commit_async()
         await trio.lowlevel.checkpoint()
 
     # ---- transactions ------------------------------------------------------------
@@ -424,42 +688,41 @@ class ObjectStorage:
     async def transaction(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run ``fn(txn)`` atomically: an exception (or ``txn.rollback()``) undoes
         its writes. No other event is delivered while it runs."""
-        if self._txn_lock.locked() and self._txn_lock.statistics().owner is trio.lowlevel.current_task():
+        lock = self._txn_lock
+        if lock is None:
+            lock = self._txn_lock = trio.Lock()
+        elif lock.locked() and lock.statistics().owner is trio.lowlevel.current_task():
             raise StorageError("transaction() cannot be nested; use the txn object you were given")
         gate = self._gate
-        async with self._txn_lock:
+        async with lock:
             if gate is not None:
                 gate.hold_gate()
             try:
-                self._materialize()
-                conn = self._connection(True)
-                assert conn is not None
-                self._begin(conn)
-                conn.execute("SAVEPOINT _dotrio_txn")
+                if self._inflight is not None:
+                    await self._wait_inflight()
+                # KV writes are undone by restoring the coalescer; SQL writes (made
+                # inside fn through sql.exec) by a savepoint, or by rolling back the
+                # whole SQLite transaction if fn opened it.
+                conn = self._conn if self._txn_open else None
+                if conn is not None:
+                    conn.execute("SAVEPOINT _dotrio_txn")
+                txn = Transaction(self, self._co.snapshot(), self._alarm_pending, conn)
                 self._in_transaction += 1
-                txn = Transaction(self)
-                alarm_before = self._alarm_pending
                 try:
                     result = await fn(txn)
-                    if txn._rolled_back:
-                        self._alarm_pending = alarm_before
-                    else:
-                        self._materialize()
                 except BaseException:
-                    self._pending.clear()
-                    self._alarm_pending = alarm_before
                     if not txn._rolled_back:
-                        conn.execute("ROLLBACK TO _dotrio_txn")
+                        txn._undo()
                     raise
                 finally:
                     txn._done = True
                     self._in_transaction -= 1
-                    if self._conn is conn:
+                    if conn is not None and self._conn is conn and conn.in_transaction:
                         conn.execute("RELEASE _dotrio_txn")
                     if self._txn_done is not None and not self._in_transaction:
                         self._txn_done.set()
                         self._txn_done = None
-                if conn.txn_state("main") == apsw.SQLITE_TXN_WRITE or self._alarm_pending is not _UNSET:
+                if self._co.pending or self._txn_open or self._alarm_pending is not _UNSET:
                     self._mark_dirty()
                 return result
             finally:
@@ -483,8 +746,9 @@ class ObjectStorage:
                     close()
                 raise TypeError("transaction_sync() fn returned an awaitable; it must be a sync function")
         except BaseException:
-            conn.execute("ROLLBACK TO _dotrio_sync")
-            conn.execute("RELEASE _dotrio_sync")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO _dotrio_sync")
+                conn.execute("RELEASE _dotrio_sync")
             self._end_if_clean(conn, opened)
             raise
         conn.execute("RELEASE _dotrio_sync")
@@ -496,7 +760,14 @@ class ObjectStorage:
 
     def _end_if_clean(self, conn: apsw.Connection, opened: bool) -> None:
         """Close a transaction we opened only to read, so it holds no snapshot."""
-        if opened and not self._dirty and not self._pending and conn.txn_state("main") != apsw.SQLITE_TXN_WRITE:
+        if not conn.in_transaction:
+            # SQLite itself ended it (an interrupted write rolls the whole transaction back).
+            if self._txn_open:
+                self._txn_open = False
+                self._co.clear_cache()
+                self._backend.unpin(self._path)
+            return
+        if opened and not self._dirty and not self._co.pending and conn.txn_state("main") != apsw.SQLITE_TXN_WRITE:
             conn.execute("COMMIT")
             self._txn_open = False
             self._backend.unpin(self._path)
@@ -504,20 +775,33 @@ class ObjectStorage:
     def _exec_user_sql(self, query: str, bindings: tuple) -> SqlCursor:
         conn = self._connection(True)
         assert conn is not None
+        # A deadline of the calling task interrupts the statement (apsw's progress
+        # handler), rolling it back. A cancel can only come from a deadline
+        # here: nothing else runs while this sync call does.
+        deadline = trio.current_effective_deadline()
         opened = not self._txn_open
         self._begin(conn)
+        wrote_before = not opened and conn.txn_state("main") == apsw.SQLITE_TXN_WRITE
         body = query.rstrip().rstrip(";")
         multi = ";" in body
         if multi:
             # A multi-statement exec is all-or-nothing, like a single statement.
             conn.execute("SAVEPOINT _dotrio_exec")
         try:
-            cursor = run_user_sql(conn, query, bindings)
-        except BaseException:
-            if multi:
+            cursor = run_user_sql(conn, query, bindings, deadline)
+        except BaseException as exc:
+            if conn.in_transaction and multi:
                 conn.execute("ROLLBACK TO _dotrio_exec")
                 conn.execute("RELEASE _dotrio_exec")
             self._end_if_clean(conn, opened)
+            if isinstance(exc, SqlInterrupted):
+                if wrote_before and not self._txn_open:
+                    # An interrupted write makes SQLite roll back the whole
+                    # transaction, taking this turn's earlier SQL writes with it:
+                    # like a failed commit, the object resets.
+                    if self._gate is not None:
+                        self._gate.reset("sql.exec() interrupted by a deadline rolled back this turn's SQL writes")
+                raise _deadline_cancelled() from None
             raise
         if multi:
             conn.execute("RELEASE _dotrio_exec")
@@ -543,6 +827,8 @@ class ObjectStorage:
     async def get_alarm(self) -> int | None:
         if self._alarm_pending is not _UNSET:
             return self._alarm_pending
+        if self._alarm_cached is _UNSET and self._inflight is not None:
+            await self._wait_inflight()
         return self.committed_alarm()
 
     async def set_alarm(self, scheduled_time: int | float | _dt.datetime) -> None:
@@ -551,6 +837,8 @@ class ObjectStorage:
         self._mark_dirty()
 
     async def delete_alarm(self) -> None:
+        if self._alarm_pending is _UNSET and self._alarm_cached is _UNSET and self._inflight is not None:
+            await self._wait_inflight()
         if self._alarm_pending is None or (self._alarm_pending is _UNSET and self.committed_alarm() is None):
             return
         self._alarm_pending = None
@@ -564,10 +852,17 @@ class ObjectStorage:
 class Transaction:
     """The ``txn`` given to ``storage.transaction(fn)``."""
 
-    __slots__ = ("_storage", "_rolled_back", "_done")
+    __slots__ = ("_storage", "_snapshot", "_alarm_before", "_conn", "_rolled_back", "_done")
 
-    def __init__(self, storage: ObjectStorage) -> None:
+    def __init__(
+        self, storage: ObjectStorage, snapshot: object, alarm_before: Any, conn: apsw.Connection | None
+    ) -> None:
         self._storage = storage
+        self._snapshot = snapshot
+        self._alarm_before = alarm_before
+        # The connection holding the savepoint, or None: the SQLite transaction
+        # (if any) was opened inside fn and is rolled back whole.
+        self._conn = conn
         self._rolled_back = False
         self._done = False
 
@@ -577,6 +872,23 @@ class Transaction:
         if self._rolled_back:
             raise StorageError("this transaction was rolled back; no further operations are allowed")
         return self._storage
+
+    def _undo(self) -> None:
+        storage = self._storage
+        storage._co.restore(self._snapshot)
+        storage._alarm_pending = self._alarm_before
+        conn = self._conn
+        if conn is not None:
+            if storage._conn is conn and conn.in_transaction:
+                conn.execute("ROLLBACK TO _dotrio_txn")
+                storage._co.clear_cache()
+        elif storage._txn_open:
+            storage._txn_open = False
+            storage._co.clear_cache()
+            current = storage._conn
+            if current is not None and current.in_transaction:
+                current.execute("ROLLBACK")
+            storage._backend.unpin(storage._path)
 
     async def get(self, key: str | list[str]) -> Any:
         return await self._check().get(key)
@@ -601,13 +913,11 @@ class Transaction:
 
     def rollback(self) -> None:
         """Undo this transaction's writes; the transaction ends without an error."""
-        storage = self._check()
-        storage._pending.clear()
-        conn = storage._conn
-        if conn is not None:
-            conn.execute("ROLLBACK TO _dotrio_txn")
+        self._check()
+        self._undo()
         self._rolled_back = True
 
 
 def ensure_dir(path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
+
