@@ -304,6 +304,7 @@ async def evict(stub: DurableObjectStub) -> bool:
         if rt.evict(actor):
             return True
         await trio.testing.wait_all_tasks_blocked()
+    assert actor is not None  # the loop returns when it is None
     stats = actor.statistics()
     raise RuntimeError(
         f"cannot evict {ns.name}/{str(stub.id)[:12]}…: it stays busy "

@@ -146,7 +146,7 @@ class _BadRequest(Exception):
 
 def _subscribe_socket(ctx: DurableObjectState, request: Request, tag: str) -> Response:
     """Accept a hibernatable subscriber whose patterns come from ?subscribe=."""
-    if request.headers.get("upgrade", "").lower() != "websocket":
+    if (request.headers.get("upgrade") or "").lower() != "websocket":
         return _error(426, "this endpoint takes a WebSocket upgrade")
     patterns = _patterns(_query(request).get("subscribe", "*"))
     client, server = WebSocketPair()
