@@ -235,9 +235,9 @@ async def _storm_case(data_dir: Path | None, n: int, cold: bool, rpc_load: bool)
         # Create the objects (and their files) first: that is not what is measured.
         await _each(lambda x: ns.get_by_name(x).ping(), names)
         far = rt.clock.now_ms() + 86_400_000
-        probe = await _each(lambda x: ns.get_by_name(x).arm(far), names[: max(1, n // 10)])
-        # Head start: twice what arming them all should take, plus a second.
-        t0 = rt.clock.now_ms() + 1_000 + int(probe * 10 * 2 * 1000)
+        probe = await _each(lambda x: ns.get_by_name(x).arm(far), names)
+        # Head start: three times what arming them all took, plus a second.
+        t0 = rt.clock.now_ms() + 1_000 + int(probe * 3 * 1000)
         for i, x in enumerate(names):
             DUE[x] = t0 + (i * 997) % 1000  # spread over one second
         await _each(lambda x: ns.get_by_name(x).arm(DUE[x]), names)

@@ -373,7 +373,10 @@ class AlarmManager:
         self._ns_names: list[str] = []
         self._ns_ids: dict[str, int] = {}
         self._firing: dict[int, _Firing] = {}
+        # User alarm retries: key -> (retry count, not before ms).
         self._retry: dict[int, tuple[int, int]] = {}
+        # Failed wake events in a row: key -> (count, not before ms).
+        self._wake_failures: dict[int, tuple[int, int]] = {}
         self._running = False
         self._paused = False
         # In memory nothing outlives the process, so covers (which exist for
@@ -784,25 +787,36 @@ class AlarmManager:
             log.warning("alarm wake of %s/%s failed", *self._actor_key(key), exc_info=result.error)
             if storage is not None and firing.hidden:
                 storage._set_alarm_view(_UNSET)  # forget the hidden view: re-read the row
+            # Whatever failed (alarm(), a schedule that reset the object, the
+            # constructor), what it left due is still due: back off before the
+            # next wake, or a reset-looping object would spin.
+            fails = self._wake_failures.get(key, (0, 0))[0] + 1
+            if fails > MAX_RETRIES + 1:
+                # The object cannot even finish a wake: stop trying in this
+                # process; its rows stay, so a restart or its next commit tries again.
+                self._wake_failures.pop(key, None)
+                self._retry.pop(key, None)
+                self._dropped += 1
+                assert self._wheel is not None
+                self._wheel.cancel(key)
+                return
+            assert self._clock is not None
+            not_before = self._clock.now_ms() + int(round(retry_delay(fails, self.rng) * 1000))
+            self._wake_failures[key] = (fails, not_before)
             if not firing.touched:
                 n = self._retry.get(key, (0, 0))[0] + 1
-                if n > MAX_RETRIES + 1:
-                    # The object cannot even run its wake (e.g. its constructor
-                    # raises): stop trying in this process; the rows stay, so a
-                    # restart or the object's next commit tries again.
-                    self._retry.pop(key, None)
-                    self._dropped += 1
-                    assert self._wheel is not None
-                    self._wheel.cancel(key)
-                    return
-                assert self._clock is not None
-                delay_ms = int(round(retry_delay(n, self.rng) * 1000))
-                self._retry[key] = (n, self._clock.now_ms() + delay_ms)
+                self._retry[key] = (n, not_before)
                 self._retries += 1
+        else:
+            self._wake_failures.pop(key, None)
         lis = storage.alarm_listener if storage is not None else None
         if not isinstance(lis, _ObjectAlarms):
             return
-        self._settle(lis, self._wake_time(lis))
+        when = self._wake_time(lis)
+        backoff = self._wake_failures.get(key)
+        if when is not None and backoff is not None and when < backoff[1]:
+            when = backoff[1]
+        self._settle(lis, when)
 
     # ---- schedules ----------------------------------------------------------------------
 

@@ -445,3 +445,40 @@ async def test_statistics(make_runtime, autojump_clock):
         stats = rt.alarms.statistics()
         assert stats.dispatched == 1 and stats.alarms_run == 1 and stats.armed == 0
         assert stats.peak_in_flight == 1
+
+
+async def test_wake_that_cannot_run_backs_off_then_stops(make_runtime, autojump_clock):
+    attempts: list = []
+
+    class Broken(DurableObject):
+        broken = False
+
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            if type(self).broken:
+                attempts.append(trio.current_time())
+                raise RuntimeError("constructor fails")
+
+        async def arm(self, when):
+            await self.ctx.storage.set_alarm(when)
+
+        async def alarm(self, info):
+            pass
+
+    async with make_runtime({"A": Broken}, idle_timeout=1.0) as rt:
+        await rt.env.A.get_by_name("b").arm(rt.clock.now_ms() + 10_000)
+        await trio.sleep(5)
+        assert rt.statistics().live_objects == 0
+        Broken.broken = True
+        await trio.sleep(600)
+        # One try, then 7 backed-off ones (2, 4, ... 64 s, the last capped), then it stops.
+        assert len(attempts) == MAX_RETRIES + 2
+        gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+        assert all(2.0**min(i, 6) <= g <= 2.0**min(i, 6) * 1.25 + 0.01 for i, g in enumerate(gaps, start=1))
+        stats = rt.alarms.statistics()
+        assert stats.dropped == 1 and stats.armed == 0
+        Broken.broken = False
+        # Its row is still there: the object's next commit (or a restart) tries again.
+        await rt.env.A.get_by_name("b").arm(rt.clock.now_ms())
+        await trio.sleep(1)
+        assert rt.alarms.statistics().alarms_run == 1

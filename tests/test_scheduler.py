@@ -344,3 +344,24 @@ def test_schedule_dataclass():
     s = Schedule("i", "m", None, 1_000, "* * * * *", None, None, "latest", 0)
     assert s.repeating and s.next_run == dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.timezone.utc)
     assert not Schedule("i", "m", None, 0, None, None, None, "latest", 0).repeating
+
+
+async def test_schedule_that_resets_the_object_backs_off(make_runtime, autojump_clock):
+    calls: list = []
+
+    class Resetting(DurableObject):
+        async def plan(self):
+            return await self.schedule(1, "boom")
+
+        async def boom(self, payload):
+            calls.append(trio.current_time())
+            if len(calls) < 50:  # a hot loop would get here at once and stop failing
+                self.ctx.abort("schedule resets the object")
+
+    async with make_runtime({"A": Resetting}) as rt:
+        await rt.env.A.get_by_name("r").plan()
+        await trio.sleep(100)
+        # Each reset rolls the schedule's row back, so it stays due; the wakes back off
+        # (1 s, then +2, +4, +8, +16, +32, +64 s): 6 tries in the first 100 s.
+        assert len(calls) == 6
+        assert calls[1] - calls[0] >= 2.0
