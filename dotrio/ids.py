@@ -27,6 +27,8 @@ class DurableObjectId:
 
     __slots__ = ("_hex", "name", "_namespace")
 
+    name: str | None  # the name given to id_from_name, else None
+
     def __init__(self, hex_id: str, namespace: str, name: str | None = None) -> None:
         object.__setattr__(self, "_hex", hex_id)
         object.__setattr__(self, "_namespace", namespace)

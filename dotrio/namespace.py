@@ -60,6 +60,11 @@ class DurableObjectNamespace:
         self._ids = ids
         self._stubs: dict[str, DurableObjectStub] = {}
 
+    @property
+    def runtime(self) -> Runtime:
+        """The Runtime hosting this namespace."""
+        return self._runtime
+
     def id_from_name(self, name: str) -> DurableObjectId:
         return self._ids.from_name(name)
 
@@ -95,6 +100,10 @@ class DurableObjectStub:
     @property
     def name(self) -> str | None:
         return self.id.name
+
+    @property
+    def namespace(self) -> DurableObjectNamespace:
+        return self._ns
 
     async def fetch(
         self,

@@ -94,6 +94,13 @@ class DurableObjectState:
         exception propagates to the caller and then resets the object."""
         return await self._actor.block_concurrency_while(fn)
 
+    def now_ms(self) -> int:
+        """The runtime's clock in epoch milliseconds (virtual under
+        trio.testing.MockClock): use it to compute alarm times."""
+        clock = self._actor.runtime.clock
+        assert clock is not None
+        return clock.now_ms()
+
     def wait_until(self, awaitable: Awaitable[Any]) -> None:
         """Keep the object alive until ``awaitable`` finishes (in the background)."""
         self._actor.wait_until(awaitable)

@@ -85,6 +85,7 @@ class ActorStatistics:
     gate_holders: int
     generations: int
     dirty: bool
+    pins: int
 
 
 class Gone(Exception):
@@ -429,4 +430,5 @@ class Actor:
             gate_holders=self._gate_holders,
             generations=self._generations,
             dirty=self.storage.dirty,
+            pins=self._pins,
         )

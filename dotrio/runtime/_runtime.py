@@ -225,6 +225,7 @@ class Runtime:
             raise DotrioError("the runtime is not running (not entered, or shutting down)")
         actor = Actor(self, ns, oid)
         self._actors[key] = actor
+        self._sweeper_wake.set()
         self._activations += 1
         self._nursery.start_soon(actor.run, name=f"dotrio.actor {ns.name}/{str(oid)[:12]}")
         return actor
@@ -328,13 +329,20 @@ class Runtime:
             await trio.lowlevel.checkpoint()
 
     async def _sweeper(self) -> None:
-        """Evicts objects idle past their timeout, oldest activity first."""
+        """Evicts objects idle past their timeout, oldest activity first. It
+        sleeps until the earliest moment an eviction is possible (and not at all
+        while no object is live), so virtual days pass in a few wakeups."""
         shortest = min(self.idle_timeout, self.hibernation_timeout)
-        interval = min(max(shortest / 10.0, 0.01), 1.0)
+        resolution = min(max(shortest / 10.0, 0.01), 1.0)
         while True:
-            await trio.sleep(interval)
+            if not self._actors:
+                self._sweeper_wake = trio.Event()
+                await self._sweeper_wake.wait()
+                continue
+            oldest = next(iter(self._actors.values())).last_active
+            await trio.sleep_until(max(oldest + shortest, trio.current_time() + resolution))
             now = trio.current_time()
-            for key, actor in list(self._actors.items()):
+            for actor in list(self._actors.values()):
                 if actor.last_active > now - shortest:
                     break
                 timeout = (
@@ -342,6 +350,12 @@ class Runtime:
                 )
                 if actor.last_active <= now - timeout and actor.is_idle():
                     self.evict(actor)
+
+    def live_object_ids(self, namespace: str) -> list[str]:
+        """Hex ids of the live (activated, not evicted) objects of a namespace
+        (binding or class name)."""
+        name = self.namespace(namespace).name
+        return [key[1] for key in self._actors if key[0] == name]
 
     def evict(self, actor: Actor) -> bool:
         """Evict ``actor`` now if it is idle. Returns whether it was evicted."""

@@ -103,6 +103,26 @@ class StorageBackend:
         assert self._pool is not None
         self._pool.adopt(path, conn, on_close)
 
+    def object_ids(self, namespace: str) -> list[str]:
+        """Hex ids of every object of ``namespace`` that has a database (files on
+        disk, or in-memory databases), sorted."""
+        if self.data_dir is None:
+            prefix = namespace + "/"
+            return sorted(p[len(prefix):] for p in self._memory if p.startswith(prefix))
+        root = os.path.join(self.data_dir, namespace)
+        ids: list[str] = []
+        try:
+            shards = os.listdir(root)
+        except FileNotFoundError:
+            return []
+        for shard in shards:
+            try:
+                names = os.listdir(os.path.join(root, shard))
+            except (NotADirectoryError, FileNotFoundError):
+                continue
+            ids.extend(n[: -len(".sqlite")] for n in names if n.endswith(".sqlite") and len(n) == 64 + 7)
+        return sorted(ids)
+
     def exists(self, path: str) -> bool:
         if self._pool is None:
             return path in self._memory
