@@ -199,15 +199,15 @@ def runtime_of(stub_or_namespace: DurableObjectStub | DurableObjectNamespace) ->
     from .namespace import DurableObjectNamespace, DurableObjectStub
 
     if isinstance(stub_or_namespace, DurableObjectStub):
-        return stub_or_namespace._ns._runtime
+        return stub_or_namespace.namespace.runtime
     if isinstance(stub_or_namespace, DurableObjectNamespace):
-        return stub_or_namespace._runtime
+        return stub_or_namespace.runtime
     raise TypeError(f"expected a DurableObjectStub or DurableObjectNamespace, got {type(stub_or_namespace).__name__}")
 
 
 def _namespace_of(stub: DurableObjectStub) -> DurableObjectNamespace:
     runtime_of(stub)  # type check
-    return stub._ns
+    return stub.namespace
 
 
 async def run_in_durable_object(stub: DurableObjectStub, fn: Callable[[Any, Any], T | Awaitable[T]]) -> T:
@@ -260,19 +260,8 @@ def list_durable_object_ids(namespace: DurableObjectNamespace) -> list[DurableOb
     memory now, sorted by their hex string. Ids come back without names (as
     on Cloudflare: a name is not stored with the object)."""
     rt = runtime_of(namespace)
-    found: set[str] = set()
-    data_dir = rt.data_dir
-    if data_dir is not None:
-        folder = Path(data_dir) / namespace.name
-        if folder.is_dir():
-            for shard in folder.iterdir():
-                if shard.is_dir():
-                    found.update(p.name[: -len(".sqlite")] for p in shard.glob("*.sqlite"))
-    else:
-        # In-memory store: each database is keyed "<namespace>/<id>".
-        prefix = namespace.name + "/"
-        found.update(k[len(prefix) :] for k in rt.backend._memory if k.startswith(prefix))
-    found.update(hex_id for (ns_name, hex_id) in rt._actors if ns_name == namespace.name)
+    found = set(rt.backend.object_ids(namespace.name))
+    found.update(rt.live_object_ids(namespace.name))
     ids = []
     for hex_id in sorted(found):
         try:
@@ -308,7 +297,7 @@ async def evict(stub: DurableObjectStub) -> bool:
     stats = actor.statistics()
     raise RuntimeError(
         f"cannot evict {ns.name}/{str(stub.id)[:12]}…: it stays busy "
-        f"({stats.running} events running, {stats.queued} queued, pinned={actor._pins}); "
+        f"({stats.running} events running, {stats.queued} queued, pinned={stats.pins}); "
         "let its work finish (await advance(...)) or close its standard-mode WebSockets first"
     )
 

@@ -97,10 +97,7 @@ def now_ms(ctx: DurableObjectState | None = None) -> int:
     """Epoch milliseconds on the runtime's clock, which is virtual under a
     MockClock in tests; alarm times must be computed from it."""
     if ctx is not None:
-        # TODO(lead): replace with the public clock accessor once it exists.
-        clock = ctx._actor.runtime.clock
-        if clock is not None:
-            return clock.now_ms()
+        return ctx.now_ms()
     return int(time.time() * 1000)
 
 
