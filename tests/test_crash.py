@@ -39,6 +39,12 @@ def run_and_kill(data_dir: Path, objects: int, acks_before_kill: int, durability
             if count >= acks_before_kill:
                 os.kill(proc.pid, signal.SIGKILL)
                 break
+        # Acknowledgements already in the pipe when the kill landed are
+        # acknowledgements too: read them, or a later write looks "unacknowledged".
+        for line in proc.stdout:
+            parts = line.split()
+            if len(parts) == 3 and line.endswith("\n"):  # not a line cut short by the kill
+                acked[int(parts[1])] = int(parts[2])
     finally:
         proc.kill()
         proc.wait(timeout=30)

@@ -46,6 +46,12 @@ def run_and_kill(data_dir: Path, durability: str) -> tuple[dict[int, int], float
                 os.kill(proc.pid, signal.SIGKILL)
                 break
         elapsed = time.monotonic() - start
+        # Acknowledgements already in the pipe when the kill landed count too
+        # (a partial last line is not an acknowledgement).
+        for line in proc.stdout:
+            parts = line.split()
+            if len(parts) == 3 and line.endswith("\n"):
+                acked[int(parts[1])] = max(acked.get(int(parts[1]), 0), int(parts[2]))
     finally:
         proc.kill()
         proc.wait(timeout=30)
