@@ -110,8 +110,9 @@ def run_wrk(
     """wrk against http://127.0.0.1:port. With one path wrk sends it as is
     (no Lua per request); with several, the Lua script picks one per
     request. Throughput over time comes from sampling wrk's /proc/<pid>/io
-    (bytes read), scaled by the bytes per response at the end: no hook in
-    wrk's hot path."""
+    (bytes written: wrk writes nothing but requests until its final report,
+    whereas it reads its script and path list too), scaled by the bytes per
+    request at the end: no hook in wrk's hot path."""
     wrk = wrk_path()
     assert wrk is not None
     with tempfile.TemporaryDirectory(prefix="dotrio-wrk-") as tmp:
@@ -131,7 +132,7 @@ def run_wrk(
         while proc.poll() is None:
             now = time.monotonic()
             try:
-                samples.append((now - t0, io_bytes(proc.pid)[0]))
+                samples.append((now - t0, io_bytes(proc.pid)[1]))
             except OSError:
                 pass
             if progress is not None:
@@ -160,14 +161,12 @@ def run_wrk(
             hist.add_many(max(us, 1.0), weight)
         prev = p
     hist.max_us = float(data["max_us"])
-    # Throughput over time: bytes read per interval / bytes per response.
+    # Throughput over time: bytes written per interval / bytes per request.
     series = Series(0.0, 0.25)
-    total_read = samples[-1][1] if samples else 0
-    if requests and len(samples) > 1 and total_read > samples[0][1]:
-        # Start from the first sample: what wrk read before the run (its own
-        # script, libraries) is not responses.
+    total_written = samples[-1][1] if samples else 0
+    if requests and len(samples) > 1 and total_written > samples[0][1]:
         prev_t, prev_b = samples[0]
-        per = (total_read - prev_b) / requests
+        per = (total_written - prev_b) / requests
         for t, b in samples[1:]:
             if b > prev_b:
                 series.add((prev_t + t) / 2, int((b - prev_b) / per))

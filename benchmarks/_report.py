@@ -414,7 +414,8 @@ def plot(result: ScenarioResult, path: str | os.PathLike[str]) -> Path | None:
             drew = True
     ax1.set_title(f"{result.scenario}: throughput over time")
     ax1.set_xlabel("seconds")
-    ax1.set_ylabel(result.measurements[0].unit if result.measurements else "ops/s")
+    units = list(dict.fromkeys(ms.unit for ms in result.measurements if ms.series is not None))
+    ax1.set_ylabel(" | ".join(units) if units else "ops/s")
     ax1.grid(alpha=0.3)
     if drew:
         ax1.legend(fontsize=7)
