@@ -53,6 +53,7 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     ap.add_argument("--subscribers", type=int, help="ws-fanout subscribers [1000]")
     ap.add_argument("--window", type=int, help="ws-fanout unacknowledged publishes [4]")
     ap.add_argument("--alarms", type=int, help="alarms: objects armed [10000]")
+    ap.add_argument("--rpc-load", type=int, help="alarms: run once more with N concurrent RPC callers [0: no]")
     ap.add_argument("--restart-alarms", type=int, help="alarms-restart: overdue alarms [100000]")
     ap.add_argument("--population", type=int, help="population: objects created [1000000]")
     ap.add_argument("--touch", type=int, help="population: objects touched at random [100000]")
@@ -72,7 +73,7 @@ def options_from(args: argparse.Namespace, command: str) -> Options:
         for k, v in QUICK.items():
             setattr(opts, k, v)
     for k in ("duration", "warmup", "connections", "objects", "client", "client_procs", "durability", "peer",
-              "ceiling", "ws_connections", "subscribers", "window", "alarms", "restart_alarms", "population",
+              "ceiling", "ws_connections", "subscribers", "window", "alarms", "rpc_load", "restart_alarms", "population",
               "touch", "pool_size", "data_dir"):
         v = getattr(args, k)
         if v is not None:

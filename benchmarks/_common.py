@@ -35,6 +35,7 @@ class Options:
     subscribers: int = 1000
     window: int = 4                 # ws-fanout: unacknowledged publishes
     alarms: int = 10_000
+    rpc_load: int = 0               # alarms: also run the stampede with this many concurrent RPC callers
     restart_alarms: int = 100_000
     population: int = 1_000_000
     touch: int = 100_000
