@@ -6,14 +6,14 @@ One writer task owns every write after the handshake, so ``send_message`` and
 ``close`` only append to a bounded buffer and wake it: they never await.
 
 The runtime side (``dotrio/websocket.py``) sees this through the
-``WebSocketTransport`` protocol below and answers with an endpoint that has
+``WebSocketTransport`` protocol (defined there) and answers with an endpoint that has
 ``on_message``, ``on_close`` and ``on_error``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -21,34 +21,13 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
+from ..websocket import WebSocketEndpoint, WebSocketTransport
 from ._control import WS_CLOSING, WS_OPEN
 from ._http1 import status_line
 
 log = logging.getLogger("dotrio.server")
 
 __all__ = ["WebSocketTransport", "WebSocketEndpoint", "WebSocketProtocolError", "check_close_args"]
-
-
-@runtime_checkable
-class WebSocketTransport(Protocol):
-    """What a front end gives the runtime for one accepted WebSocket."""
-
-    def send_message(self, data: str | bytes) -> None: ...
-
-    def close(self, code: int = 1000, reason: str = "") -> None: ...
-
-    @property
-    def closed(self) -> bool: ...
-
-
-class WebSocketEndpoint(Protocol):
-    """What ``client._attach(transport)`` returns: the runtime's side."""
-
-    async def on_message(self, data: str | bytes) -> None: ...
-
-    async def on_close(self, code: int, reason: str, was_clean: bool) -> None: ...
-
-    async def on_error(self, exc: BaseException) -> None: ...
 
 
 class WebSocketProtocolError(Exception):
