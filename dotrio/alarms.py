@@ -162,6 +162,7 @@ _OID_MASK = (1 << _OID_BITS) - 1
 _INT64_MAX = (1 << 63) - 1
 _INT64_MIN = -(1 << 63)
 _UNKNOWN: Any = object()
+_FIRST_TRY = AlarmInfo(retry_count=0, is_retry=False)  # frozen: one instance serves every first try
 _UTC = _dt.timezone.utc
 
 _SCHEDULES_DDL = (
@@ -667,12 +668,13 @@ class AlarmManager:
             self._orphaned += 1
             return True
         actor = rt.live_actor((ns_name, hexid))
+        firing = _Firing(key, when)
         if actor is not None:
             oid = actor.id
+            firing.storage = actor.storage
         else:
             assert self._index is not None
             oid = DurableObjectId(hexid, ns_name, self._index.name(ns_name, bytes.fromhex(hexid)))
-        firing = _Firing(key, when)
         self._firing[key] = firing
         self._in_flight += 1
         try:
@@ -694,10 +696,11 @@ class AlarmManager:
     # ---- one wake, inside the object ---------------------------------------------------
 
     async def _wake(self, firing: _Firing, instance: Any) -> None:
-        actor = self._runtime.live_actor(self._actor_key(firing.key))
-        assert actor is not None, "a wake event runs inside its live actor"
-        storage = actor.storage
-        firing.storage = storage
+        storage = firing.storage
+        if storage is None:
+            actor = self._runtime.live_actor(self._actor_key(firing.key))
+            assert actor is not None, "a wake event runs inside its live actor"
+            storage = firing.storage = actor.storage
         lis = storage.alarm_listener
         assert isinstance(lis, _ObjectAlarms)
         clock = self._clock
@@ -729,7 +732,7 @@ class AlarmManager:
         firing.touched = False
         error: Exception | None = None
         try:
-            result = handler(AlarmInfo(retry_count=n, is_retry=n > 0))
+            result = handler(_FIRST_TRY if n == 0 else AlarmInfo(retry_count=n, is_retry=True))
             if inspect.isawaitable(result):
                 await result
         except ObjectResetError:
