@@ -245,6 +245,8 @@ async def _storm_case(data_dir: Path | None, n: int, cold: bool, rpc_load: bool)
             for actor in list(rt._actors.values()):
                 rt.evict(actor)
         assert rt.clock.now_ms() < t0, "arming took longer than the head start"
+        pool = rt.statistics().storage.pool
+        opens0 = pool.opens if pool is not None else 0
         rpc_lat: list[float] = []
         stop = trio.Event()
 
@@ -267,7 +269,10 @@ async def _storm_case(data_dir: Path | None, n: int, cold: bool, rpc_load: bool)
             stop.set()
         window_end = max(FIRE_AT)
         stats = rt.alarms.statistics()
+        pool = rt.statistics().storage.pool
+        opens = (pool.opens if pool is not None else 0) - opens0
     return {
+        "db_opens": opens,
         "n": n,
         "cold": cold,
         "rpc_load": rpc_load,
@@ -503,10 +508,10 @@ def render(res: dict[str, Any], command: str, load_before: tuple, load_after: tu
         "Lateness = the runtime clock when `alarm()` starts minus the alarm's time. *all fired within* = last "
         "alarm()'s start minus the start of the second they were due in (the last ones were due ~1,000 ms in).",
         "",
-        "| case | all fired within ms | fire rate /s | lateness p50 ms | p99 ms | max ms | peak in flight | RPCs during | RPC p50 ms | RPC p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | all fired within ms | fire rate /s | lateness p50 ms | p99 ms | max ms | peak in flight | database opens | RPCs during | RPC p50 ms | RPC p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| baseline: one Trio task, heapq + sleep_until | {fmt(b['all_fired_within_ms'])} | {fmt(b['fire_rate'])} | "
-        f"{fmt(b['late_p50'], 1)} | {fmt(b['late_p99'], 1)} | {fmt(b['late_max'], 1)} | – | – | – | – |",
+        f"{fmt(b['late_p50'], 1)} | {fmt(b['late_p99'], 1)} | {fmt(b['late_max'], 1)} | – | – | – | – | – |",
     ]
     for label, key in (
         ("dotrio, objects live, in memory", "warm_memory"),
@@ -519,7 +524,7 @@ def render(res: dict[str, Any], command: str, load_before: tuple, load_after: tu
                else "– | – | –")
         lines.append(
             f"| {label} | {fmt(c['all_fired_within_ms'])} | {fmt(c['fire_rate'])} | {fmt(c['late_p50'], 1)} | "
-            f"{fmt(c['late_p99'], 1)} | {fmt(c['late_max'], 1)} | {c['peak_in_flight']} | {rpc} |"
+            f"{fmt(c['late_p99'], 1)} | {fmt(c['late_max'], 1)} | {c['peak_in_flight']} | {c['db_opens']:,} | {rpc} |"
         )
     w = s["warm_files"]
     lines += [
@@ -563,6 +568,8 @@ def main() -> None:
     p.add_argument("--arm-n", type=int, default=20_000, help="objects arming through RPC (in memory)")
     p.add_argument("--root", type=Path, default=None, help="where data dirs go (default: a temp dir on /dev/shm)")
     p.add_argument("--no-write", action="store_true", help="print, do not write results/alarms.md")
+    p.add_argument("--sections", default="memory,arm,storm,restart",
+                   help="sections to run; the others are taken from results/alarms.json (with their own command)")
     p.add_argument("--section", help=argparse.SUPPRESS)
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -583,20 +590,36 @@ def main() -> None:
     shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     root = args.root or Path(tempfile.mkdtemp(prefix="dotrio-bench-alarms-", dir=shm))
     root.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/bench_alarms.py " + " ".join(sys.argv[1:])
+    command = ("python benchmarks/bench_alarms.py " + " ".join(sys.argv[1:])).strip()
     load_before = loadavg()
+    json_path = ROOT / "benchmarks" / "results" / "alarms.json"
+    previous = json.loads(json_path.read_text()) if json_path.exists() else {}
+    res: dict[str, Any] = {}
+    commands: dict[str, str] = {}
     try:
-        res = {name: run_section(name, args, root) for name in ("memory", "arm", "storm", "restart")}
+        for name in ("memory", "arm", "storm", "restart"):
+            if name in args.sections.split(","):
+                res[name] = run_section(name, args, root)
+                commands[name] = command
+            elif name in previous.get("results", {}):
+                res[name] = previous["results"][name]
+                commands[name] = previous["commands"][name]
+            else:
+                raise SystemExit(f"section {name} was not run and has no earlier result")
     finally:
         if args.root is None:
             shutil.rmtree(root, ignore_errors=True)
-    text = render(res, command.strip(), load_before, loadavg())
+    if len(set(commands.values())) == 1:
+        shown = command
+    else:
+        shown = "; ".join(f"{k}: {v}" for k, v in commands.items())
+    text = render(res, shown, load_before, loadavg())
     print(text)
-    print(json.dumps(res), file=sys.stderr)
     if not args.no_write:
         out = ROOT / "benchmarks" / "results" / "alarms.md"
         out.write_text(text)
-        print(f"wrote {out}", file=sys.stderr)
+        json_path.write_text(json.dumps({"results": res, "commands": commands}, indent=1) + "\n")
+        print(f"wrote {out} and {json_path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -440,7 +440,7 @@ async def test_statistics(make_runtime, autojump_clock):
         await rt.env.A.get_by_name("s").arm(rt.clock.now_ms() + 5_000)
         stats = rt.statistics().alarms
         assert stats.armed == 1 and stats.wheel.armed == 1 and stats.in_flight == 0
-        assert stats.max_in_flight == rt.alarms.max_in_flight == 256
+        assert stats.max_in_flight == rt.alarms.max_in_flight == 1024
         await trio.sleep(6)
         stats = rt.alarms.statistics()
         assert stats.dispatched == 1 and stats.alarms_run == 1 and stats.armed == 0
