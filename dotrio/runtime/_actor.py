@@ -1,12 +1,16 @@
 """One live object: its task, its inbox, its gates.
 
-Each live object has one dedicated task (``Actor.run``) that takes events from
-a bounded inbox in order and starts each one as a child task of the current
-*generation* (one generation per constructed instance). It starts the next
-event only once the previous one has begun and yielded, so events start in
-arrival order; a handler that awaits something other than storage lets the
-next event in, as on Cloudflare. Storage calls never yield, which is what
-keeps events out while a handler is inside one (the input gate).
+Each live object has one dedicated task (``Actor.run``) that owns a bounded
+inbox and, per *generation* (one per constructed instance), a nursery. Events
+are run by *runners*: the actor task itself, plus helper tasks started only
+when needed. A runner takes the next event and runs its handler inline (no
+task per event); if the handler awaits something other than storage while
+events are queued, another runner takes the next one, so a handler that
+awaits something other than storage lets the next event in, as on Cloudflare.
+Events start in arrival order: runners pop the inbox in order and run each
+event until its first yield before any other runner runs. Storage calls never
+yield (or hold the gate while they wait), which is what keeps events out while
+a handler is inside one (the input gate).
 
 A handler's result is released only after every write made before it is
 committed (the output gate). A reset (abort, failed commit, failed
@@ -16,6 +20,7 @@ gets ObjectResetError, queued events go to a fresh instance.
 
 from __future__ import annotations
 
+import types
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -65,7 +70,7 @@ class Event:
 
 
 class _Generation:
-    __slots__ = ("scope", "nursery", "resetting", "reason", "reset_when_idle")
+    __slots__ = ("scope", "nursery", "resetting", "reason", "reset_when_idle", "ready")
 
     def __init__(self) -> None:
         self.scope: trio.CancelScope | None = None
@@ -73,6 +78,8 @@ class _Generation:
         self.resetting = False
         self.reason = "the object was reset"
         self.reset_when_idle = False
+        # Constructed (and on_start done): runners deliver events.
+        self.ready = False
 
 
 @dataclass(frozen=True)
@@ -107,10 +114,16 @@ class Actor:
         self.ctx: DurableObjectState | None = None
         self._inbox: deque[Event] = deque()
         self._max_queue = runtime.max_queue
+        # The actor task between generations, waiting for an event.
         self._parked: trio.lowlevel.Task | None = None
-        self._parked_start: trio.lowlevel.Task | None = None
+        # Runners waiting for events: the actor task (primary) and helpers.
+        self._primary_parked: trio.lowlevel.Task | None = None
+        self._helpers_parked: list[trio.lowlevel.Task] = []
+        # Runners woken or started for the inbox that have not looked at it yet.
+        self._wakes = 0
+        # >0 while a handler step runs under _drive (the driver commits at its yields).
+        self._stepping = 0
         self._gate_holders = 0
-        self._gate_lot = trio.lowlevel.ParkingLot()
         self._running = 0
         self._pins = 0
         self._gen: _Generation | None = None
@@ -132,10 +145,14 @@ class Actor:
             )
         self._inbox.append(event)
         self.last_active = trio.current_time()
-        parked = self._parked
-        if parked is not None:
-            self._parked = None
-            trio.lowlevel.reschedule(parked)
+        gen = self._gen
+        if gen is None or not gen.ready or gen.resetting:
+            parked = self._parked
+            if parked is not None:
+                self._parked = None
+                trio.lowlevel.reschedule(parked)
+        elif not self._wakes and not self._gate_holders:
+            self._wake_runner(gen)
 
     # ---- the actor task -------------------------------------------------------------
 
@@ -168,21 +185,22 @@ class Actor:
         gen = _Generation()
         self._gen = gen
         self._generations += 1
+        self._wakes = 0
         try:
             async with trio.open_nursery() as nursery:
                 gen.scope = nursery.cancel_scope
                 gen.nursery = nursery
                 if not await self._construct(event, gen):
                     return
-                while True:
-                    await self._deliver_in_order(event, gen, nursery)
-                    if gen.resetting or gen.reset_when_idle:
-                        break
-                    next_event = await self._next_event()
-                    if next_event is None:
-                        break
-                    event = next_event
+                gen.ready = True
+                try:
+                    await self._runner(gen, True, event)
+                finally:
+                    # The generation is ending (reset or eviction): new events wait
+                    # for the next one, and no helper may join a closing nursery.
+                    gen.ready = False
         finally:
+            gen.ready = False
             self.instance = None
             self.ctx = None
             self._gen = None
@@ -211,34 +229,71 @@ class Actor:
             return False
         return True
 
-    async def _deliver_in_order(self, event: Event, gen: _Generation, nursery: trio.Nursery) -> None:
-        while self._gate_holders:
-            try:
-                await self._gate_lot.park()
-            except trio.Cancelled:
-                self._inbox.appendleft(event)
-                raise
-        nursery.start_soon(self._handle, event, gen)
-        # Wait until the handler has started (and run up to its first yield) so
-        # that events begin in arrival order.
-        self._parked_start = trio.lowlevel.current_task()
+    def _wake_runner(self, gen: _Generation) -> None:
+        """See that a runner comes for the inbox: a parked one (the primary
+        first, so that helpers can retire), else a new helper."""
+        self._wakes += 1
+        task = self._primary_parked
+        if task is not None:
+            self._primary_parked = None
+            trio.lowlevel.reschedule(task)
+        elif self._helpers_parked:
+            trio.lowlevel.reschedule(self._helpers_parked.pop())
+        else:
+            assert gen.nursery is not None
+            gen.nursery.start_soon(self._runner, gen, False, None)
 
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self._parked_start = None
-            return trio.lowlevel.Abort.SUCCEEDED
+    async def _take(self, gen: _Generation, primary: bool) -> Event | None:
+        """The next event once the gate is free; None when the generation ends."""
+        while True:
+            if self.evicted or gen.resetting or gen.reset_when_idle:
+                return None
+            if self._inbox and not self._gate_holders:
+                return self._inbox.popleft()
+            task = trio.lowlevel.current_task()
+            if primary:
+                self._primary_parked = task
+            else:
+                self._helpers_parked.append(task)
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                if self._primary_parked is task:
+                    self._primary_parked = None
+                elif task in self._helpers_parked:
+                    self._helpers_parked.remove(task)
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+            self._wakes -= 1
+
+    async def _runner(self, gen: _Generation, primary: bool, event: Event | None) -> None:
+        """Run events one after the other, each inline in this task. The
+        primary (the actor task) lasts the generation; a helper retires when
+        another runner is already waiting."""
+        if not primary:
+            self._wakes -= 1  # the wake that started this helper
+            current_actor.set(self)
+        while True:
+            if event is None:
+                event = await self._take(gen, primary)
+                if event is None:
+                    return
+            if self._inbox and not self._wakes and not self._gate_holders:
+                # Should this handler yield at a non-storage await, the next event
+                # must not wait for it to finish.
+                self._wake_runner(gen)
+            await self._handle(event, gen)
+            event = None
+            if gen.resetting or gen.reset_when_idle:
+                return
+            if not primary and (self._primary_parked is not None or self._helpers_parked):
+                return
 
     async def _handle(self, event: Event, gen: _Generation) -> None:
         self._running += 1
-        current_actor.set(self)
-        starter = self._parked_start
-        self._parked_start = None
-        if starter is not None:
-            trio.lowlevel.reschedule(starter)
         try:
             try:
-                result: outcome.Outcome = outcome.Value(await event.fn(self.instance))
+                result: outcome.Outcome = outcome.Value(await self._drive(event.fn(self.instance)))
             except trio.Cancelled:
                 event.reply(outcome.Error(ObjectResetError(gen.reason)))
                 raise
@@ -267,6 +322,38 @@ class Actor:
             if gen.reset_when_idle and not gen.resetting:
                 self.reset("block_concurrency_while() raised")
 
+    @types.coroutine
+    def _drive(self, coro: Any) -> Any:
+        """Await the handler coroutine ``coro``, step by step. Before it suspends
+        at anything but a storage wait, commit its writes: what the runtime's
+        flusher would do a scheduler pass later, without waking it (the output
+        gate commits what is left when the handler returns)."""
+        storage = self.storage
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            self._stepping += 1
+            try:
+                yielded = coro.send(value) if error is None else coro.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                self._stepping -= 1
+            if storage._dirty and not storage.waiting:
+                alarms = self.runtime.alarms
+                if storage.alarm_pending:
+                    alarms.before_flush((self,))
+                self.flush()
+            try:
+                value = yield yielded
+                error = None
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                value = None
+                error = exc
+
     # ---- gates ------------------------------------------------------------------------
 
     def hold_gate(self) -> None:
@@ -274,11 +361,16 @@ class Actor:
 
     def release_gate(self) -> None:
         self._gate_holders -= 1
-        if not self._gate_holders:
-            self._gate_lot.unpark_all()
+        if not self._gate_holders and self._inbox and not self._wakes:
+            gen = self._gen
+            if gen is not None and gen.ready:
+                self._wake_runner(gen)
 
     def storage_dirty(self) -> None:
-        self.runtime._schedule_flush(self)
+        # Inside a driven handler step the driver (or the output gate) commits;
+        # anything else (on_start, wait_until tasks) needs the flusher.
+        if not self._stepping:
+            self.runtime._schedule_flush(self)
 
     async def output_gate(self) -> None:
         """Return once every write made so far is committed; then release
@@ -299,7 +391,7 @@ class Actor:
         A "power" commit is started in the background instead: its fsync runs in
         a worker thread while other objects go on."""
         storage = self.storage
-        if storage.in_transaction or not storage.dirty or storage.committing:
+        if storage.in_transaction or not storage.dirty or storage.committing or storage.waiting:
             return
         if storage.commits_off_thread:
             runtime = self.runtime
@@ -419,6 +511,15 @@ class Actor:
         if parked is not None:
             self._parked = None
             trio.lowlevel.reschedule(parked)
+        # Waiting runners end the generation.
+        waiting = self._helpers_parked
+        self._helpers_parked = []
+        if self._primary_parked is not None:
+            waiting.append(self._primary_parked)
+            self._primary_parked = None
+        for task in waiting:
+            self._wakes += 1
+            trio.lowlevel.reschedule(task)
 
     def statistics(self) -> ActorStatistics:
         return ActorStatistics(

@@ -326,7 +326,8 @@ class Runtime:
             for actor in dirty.values():
                 if not actor.evicted:
                     actor.flush()
-            await trio.lowlevel.checkpoint()
+            if self._dirty:
+                await trio.lowlevel.checkpoint()
 
     async def _sweeper(self) -> None:
         """Evicts objects idle past their timeout, oldest activity first. It

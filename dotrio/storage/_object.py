@@ -185,6 +185,9 @@ class ObjectStorage:
         # fsync to overlap: they commit inline).
         self._power = backend.durability == "power" and backend.data_dir is not None
         self._inflight: trio.Event | None = None
+        # Handlers inside a storage call that waits (a "power" commit in flight,
+        # the transaction lock): no flush may split their batch meanwhile.
+        self._waits = 0
         # Held from the dispatch of a "power" commit until its thread is done
         # with the connection: sync code on the Trio thread that needs the
         # connection meanwhile (sql.exec) waits on it.
@@ -204,8 +207,22 @@ class ObjectStorage:
                 pass
 
     async def _wait_inflight(self) -> None:
-        while self._inflight is not None:
-            await self._inflight.wait()
+        self._waits += 1
+        try:
+            while self._inflight is not None:
+                await self._inflight.wait()
+        finally:
+            self._waits -= 1
+
+    @property
+    def waiting(self) -> bool:
+        """True while a handler is inside a storage call that waits (no time to commit)."""
+        return self._waits > 0
+
+    @property
+    def alarm_pending(self) -> bool:
+        """set_alarm/delete_alarm was called since the last commit."""
+        return self._alarm_pending is not _UNSET
 
     def _connection(self, create: bool) -> apsw.Connection | None:
         if self._inflight is not None:
@@ -694,7 +711,12 @@ class ObjectStorage:
         elif lock.locked() and lock.statistics().owner is trio.lowlevel.current_task():
             raise StorageError("transaction() cannot be nested; use the txn object you were given")
         gate = self._gate
-        async with lock:
+        self._waits += 1
+        try:
+            await lock.acquire()
+        finally:
+            self._waits -= 1
+        try:
             if gate is not None:
                 gate.hold_gate()
             try:
@@ -728,6 +750,8 @@ class ObjectStorage:
             finally:
                 if gate is not None:
                     gate.release_gate()
+        finally:
+            lock.release()
 
     def transaction_sync(self, fn: Callable[[], T]) -> T:
         """Run the sync ``fn()`` (SQL work) atomically: raising rolls it back."""

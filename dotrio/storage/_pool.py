@@ -67,9 +67,12 @@ def configure_connection(conn: apsw.Connection, durability: str, in_memory: bool
         conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, _PERSIST_WAL_ARG)
         conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
     sync = "FULL" if durability == "power" else "NORMAL"
+    # No journal_size_limit: a WAL truncated after each checkpoint must be grown
+    # again by the next commits, and growing a file costs the kernel ~2 µs per
+    # commit (25% of a small commit, measured) more than overwriting it. A WAL
+    # keeps its high-water size instead: at most wal_autocheckpoint (1000) pages.
     conn.execute(
-        f"PRAGMA synchronous={sync}; PRAGMA cache_size={CACHE_PAGES}; PRAGMA foreign_keys=ON; "
-        "PRAGMA journal_size_limit=1048576; PRAGMA mmap_size=0"
+        f"PRAGMA synchronous={sync}; PRAGMA cache_size={CACHE_PAGES}; PRAGMA foreign_keys=ON; PRAGMA mmap_size=0"
     ).fetchall()
     if conn.execute("PRAGMA user_version").fetchall()[0][0] != SCHEMA_VERSION:
         if not in_memory:
