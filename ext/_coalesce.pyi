@@ -1,12 +1,23 @@
 """Type stub for dotrio._ext._coalesce, the compiled twin of dotrio.storage._coalesce_py."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["Coalescer", "MISSING", "MAX_KEY_BYTES", "DEFAULT_CACHE_BUDGET", "ENTRY_OVERHEAD", "check_key"]
+__all__ = [
+    "Coalescer",
+    "READY",
+    "MISSING",
+    "MAX_KEY_BYTES",
+    "MAX_VALUE_BYTES",
+    "DEFAULT_CACHE_BUDGET",
+    "ENTRY_OVERHEAD",
+    "check_key",
+]
 
 MISSING: Any
+READY: Awaitable[None]
 MAX_KEY_BYTES: int
+MAX_VALUE_BYTES: int
 DEFAULT_CACHE_BUDGET: int
 ENTRY_OVERHEAD: int
 
@@ -17,6 +28,9 @@ class Coalescer:
     def put(self, key: str, data: bytes) -> None: ...
     def delete(self, key: str) -> None: ...
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> None: ...
+    def put_value(self, key: object, value: object) -> None: ...
+    def put_values(self, entries: dict[str, object]) -> int: ...
+    def get_value(self, key: object) -> Any: ...
     @property
     def pending(self) -> int: ...
     @property

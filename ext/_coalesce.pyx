@@ -4,14 +4,16 @@
 Same classes, functions, results and errors; the pure module's docstring is
 the specification. What is different here is only how: dict and list access
 through the C API (borrowed references, no method dispatch), code-point
-comparison with ``PyUnicode_Compare``, and the ASCII fast path of key checks
-read from the string's header.
+comparison with ``PyUnicode_Compare``, the ASCII fast path of key checks read
+from the string's header, and pending writes kept as the very row tuples that
+``executemany`` gets (``(key, data)`` for a put, ``(key,)`` for a delete), so a
+commit allocates nothing per row.
 """
 
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_Size
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_Size, PyDict_Values
 from cpython.list cimport PyList_Append
 from cpython.object cimport PyObject
-from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from cpython.ref cimport Py_INCREF
 
 cdef extern from "Python.h":
@@ -22,8 +24,10 @@ cdef extern from "Python.h":
 
 __all__ = [
     "Coalescer",
+    "READY",
     "MISSING",
     "MAX_KEY_BYTES",
+    "MAX_VALUE_BYTES",
     "DEFAULT_CACHE_BUDGET",
     "ENTRY_OVERHEAD",
     "check_key",
@@ -35,6 +39,8 @@ cdef enum:
     _SETTLE_COPY_MAX = 64
 
 MAX_KEY_BYTES = _MAX_KEY_BYTES
+MAX_VALUE_BYTES = 2 * 1024 * 1024
+cdef Py_ssize_t _MAX_VALUE_BYTES = MAX_VALUE_BYTES
 DEFAULT_CACHE_BUDGET = 32 * 1024
 ENTRY_OVERHEAD = _ENTRY_OVERHEAD
 
@@ -51,6 +57,38 @@ cdef class _Missing:
 
 MISSING = _Missing()
 cdef object _MISSING = MISSING
+
+# The value codec in use (compiled or pure, as dotrio._codec selected).
+from dotrio._codec import decode as _decode, encode as _encode
+
+
+cdef class _Ready:
+    """An awaitable that is already done and gives None: what storage calls
+    that never wait (put) return, at a third of the cost of a coroutine."""
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise StopIteration
+
+    def send(self, value):
+        raise StopIteration
+
+    def throw(self, typ, val=None, tb=None):
+        raise typ if val is None else val
+
+    def close(self):
+        pass
+
+    def __repr__(self):
+        return "READY"
+
+
+READY = _Ready()
 
 
 cpdef str check_key(object key, str what="key"):
@@ -69,6 +107,18 @@ cpdef str check_key(object key, str what="key"):
     return <str>key
 
 
+cdef inline bint _valid_ascii_key(object key):
+    """The common case, decided from the string header: a short ASCII str."""
+    return type(key) is str and PyUnicode_IS_ASCII(key) and PyUnicode_GET_LENGTH(key) <= _MAX_KEY_BYTES
+
+
+cdef bytes _encode_value(object value):
+    cdef object data = _encode(value)
+    if len(<bytes>data) > _MAX_VALUE_BYTES:
+        raise ValueError(f"value encodes to {len(<bytes>data)} bytes; the limit is {_MAX_VALUE_BYTES} (2 MiB)")
+    return <bytes>data
+
+
 cdef inline Py_ssize_t _cost(str key, object data):
     if data is None:
         return _ENTRY_OVERHEAD + PyUnicode_GET_LENGTH(key)
@@ -82,6 +132,13 @@ cdef inline tuple _pair(object a, object b):
     Py_INCREF(b)
     PyTuple_SET_ITEM(t, 1, b)
     return t
+
+
+cdef inline object _row_data(tuple row):
+    """The bytes of a put row, None for a delete row."""
+    if PyTuple_GET_SIZE(row) == 1:
+        return None
+    return <object>PyTuple_GET_ITEM(row, 1)
 
 
 cdef inline tuple _single(object a):
@@ -114,6 +171,8 @@ cdef class Coalescer:
         self._pending = {}
         self._keys = []
         self._unsorted = False
+        self._shuffled = False
+        self._ndels = 0
         self._inflight = None
         self._cache = {}
         self._cache_bytes = 0
@@ -128,26 +187,54 @@ cdef class Coalescer:
         cdef Py_ssize_t n = len(keys)
         if n and not self._unsorted and PyUnicode_Compare(key, <object>keys[n - 1]) < 0:
             self._unsorted = True
+            self._shuffled = True
         PyList_Append(keys, key)
+
+    cdef inline void _put_row(self, str key, tuple row):
+        cdef PyObject* old = PyDict_GetItem(self._pending, key)
+        if old == NULL:
+            self._note_key(key)
+        elif PyTuple_GET_SIZE(<tuple>old) == 1:
+            self._ndels -= 1
+        if PyTuple_GET_SIZE(row) == 1:
+            self._ndels += 1
+        PyDict_SetItem(self._pending, key, row)
 
     cpdef put(self, str key, bytes data):
         if key is None or data is None:
             raise TypeError("put() takes a str key and bytes data")
-        if PyDict_GetItem(self._pending, key) == NULL:
-            self._note_key(key)
-        PyDict_SetItem(self._pending, key, data)
+        self._put_row(key, _pair(key, data))
 
     cpdef delete(self, str key):
         if key is None:
             raise TypeError("delete() takes a str key")
-        if PyDict_GetItem(self._pending, key) == NULL:
-            self._note_key(key)
-        PyDict_SetItem(self._pending, key, None)
+        self._put_row(key, _single(key))
 
     def put_many(self, items):
         cdef object key, data
         for key, data in items:
             self.put(key, data)
+
+    def put_value(self, key, value):
+        """Check ``key``, encode ``value`` (at most 2 MiB) and put it: one call
+        for what ``storage.put(key, value)`` does. Nothing is written on error."""
+        if not _valid_ascii_key(key):
+            check_key(key)
+        self._put_row(<str>key, _pair(key, _encode_value(value)))
+
+    def put_values(self, entries):
+        """``put_value`` for every pair of the dict ``entries``, all or nothing.
+        Returns how many were put."""
+        cdef list checked = []
+        cdef object key, value
+        cdef tuple row
+        for key, value in (<dict?>entries).items():
+            if not _valid_ascii_key(key):
+                check_key(key)
+            PyList_Append(checked, _pair(key, _encode_value(value)))
+        for row in checked:
+            self._put_row(<str>row[0], row)
+        return len(checked)
 
     @property
     def pending(self):
@@ -167,16 +254,36 @@ cdef class Coalescer:
         if key is None:
             raise TypeError("lookup() takes a str key")
         found = PyDict_GetItem(self._pending, key)
-        if found != NULL:
-            return <object>found
-        if self._inflight is not None:
+        if found == NULL and self._inflight is not None:
             found = PyDict_GetItem(<dict>self._inflight, key)
-            if found != NULL:
-                return <object>found
+        if found != NULL:
+            return _row_data(<tuple>found)
         found = PyDict_GetItem(self._cache, key)
         if found != NULL:
             return <object>found
         return _MISSING
+
+    def get_value(self, key):
+        """The decoded newest value of ``key`` (None if known absent), or
+        MISSING if the database must be read (also for keys that are not
+        valid: the caller checks those)."""
+        cdef PyObject* found
+        if type(key) is not str:
+            return _MISSING
+        cdef object data
+        found = PyDict_GetItem(self._pending, key)
+        if found == NULL and self._inflight is not None:
+            found = PyDict_GetItem(<dict>self._inflight, key)
+        if found != NULL:
+            data = _row_data(<tuple>found)
+        else:
+            found = PyDict_GetItem(self._cache, key)
+            if found == NULL:
+                return _MISSING
+            data = <object>found
+        if data is None:
+            return None
+        return _decode(data)
 
     def remember(self, str key not None, object data):
         """Cache what the database holds for ``key`` (None: absent)."""
@@ -191,37 +298,45 @@ cdef class Coalescer:
         order: ``(puts, deletes)`` for ``executemany``. One batch at a time."""
         cdef dict pending = self._pending
         cdef list keys = self._keys
-        cdef list puts = []
+        cdef list puts
         cdef list dels = []
         cdef object key
-        cdef PyObject* data
+        cdef PyObject* row
         if self._inflight is not None:
             raise RuntimeError("a batch is already in flight; settle() or discard() it first")
-        if self._unsorted:
-            PyList_Sort(keys)
-        for key in keys:
-            data = PyDict_GetItem(pending, key)
-            if <object>data is None:
-                PyList_Append(dels, _single(key))
-            else:
-                PyList_Append(puts, _pair(key, <object>data))
+        if not self._shuffled and not self._ndels:
+            # Keys arrived in order and none is deleted: the dict's values, in
+            # insertion order, are the rows in key order already.
+            puts = PyDict_Values(pending)
+        else:
+            puts = []
+            if self._unsorted:
+                PyList_Sort(keys)
+            for key in keys:
+                row = PyDict_GetItem(pending, key)
+                if PyTuple_GET_SIZE(<tuple>row) == 1:
+                    PyList_Append(dels, <object>row)
+                else:
+                    PyList_Append(puts, <object>row)
         self._inflight = pending
         self._pending = {}
         self._keys = []
         self._unsorted = False
+        self._shuffled = False
+        self._ndels = 0
         return puts, dels
 
     def settle(self):
         """The batch in flight is committed: it becomes what the cache knows."""
         cdef dict inflight
-        cdef object key, data
+        cdef object key, row
         if self._inflight is None:
             return
         inflight = <dict>self._inflight
         self._inflight = None
         if PyDict_Size(inflight) <= _SETTLE_COPY_MAX:
-            for key, data in inflight.items():
-                self._cache_set(<str>key, data)
+            for key, row in inflight.items():
+                self._cache_set(<str>key, _row_data(<tuple>row))
             return
         for key in [k for k in self._cache if k in inflight]:
             self._cache_drop(<str>key)
@@ -231,17 +346,21 @@ cdef class Coalescer:
         self._pending = {}
         self._keys = []
         self._unsorted = False
+        self._shuffled = False
+        self._ndels = 0
         self._inflight = None
 
     def snapshot(self):
         """The pending writes as they are now, for ``restore`` (a transaction)."""
-        return (dict(self._pending), list(self._keys), self._unsorted)
+        return (dict(self._pending), list(self._keys), self._unsorted, self._shuffled, self._ndels)
 
     def restore(self, snapshot):
-        pending, keys, unsorted = snapshot
+        pending, keys, unsorted, shuffled, ndels = snapshot
         self._pending = dict(pending)
         self._keys = list(keys)
         self._unsorted = unsorted
+        self._shuffled = shuffled
+        self._ndels = ndels
 
     # ---- list() ----------------------------------------------------------------------
 
@@ -292,13 +411,13 @@ cdef class Coalescer:
                 take_pending = False
                 same = False
             if take_pending:
-                data = <object>PyDict_GetItem(pending, pk)
+                data = <object>PyDict_GetItem(pending, pk)  # the stored row
                 p += 1
                 if same:
                     row = next(it, None)
-                if data is None:
+                if PyTuple_GET_SIZE(<tuple>data) == 1:
                     continue
-                PyList_Append(out, _pair(pk, data))
+                PyList_Append(out, data)
             else:
                 PyList_Append(out, _pair((<tuple>row)[0], (<tuple>row)[1]))
                 row = next(it, None)

@@ -427,3 +427,33 @@ def test_any_insertion_order_gives_key_order(order, deleted, lo, hi, lo_incl, re
         puts, dels = c.take()
         assert [k for k, _ in puts] == sorted(live)
         assert [k for (k,) in dels] == sorted(deleted)
+
+
+@pytest.mark.parametrize("mod", TWINS)
+def test_value_level_calls(mod: Any) -> None:
+    c = mod.Coalescer()
+    c.put_value("a", {"x": [1, 2]})
+    got = c.get_value("a")
+    assert got == {"x": [1, 2]}
+    got["x"].append(3)  # a copy each time
+    assert c.get_value("a") == {"x": [1, 2]}
+    assert c.get_value("nope") is mod.MISSING
+    assert c.get_value(7) is mod.MISSING  # not a key: the caller's check raises
+    c.delete("a")
+    assert c.get_value("a") is None
+    assert c.put_values({"b": 1, "é": "two"}) == 2
+    assert c.pending == 3
+    errors = [
+        (lambda: c.put_value(1, "x"), TypeError, "must be str"),
+        (lambda: c.put_value("k" * 2049, "x"), ValueError, "2049 bytes"),
+        (lambda: c.put_value("\ud800", "x"), ValueError, "surrogate"),
+        (lambda: c.put_value("k", object()), TypeError, "object"),
+        (lambda: c.put_value("k", b"x" * (2 * 1024 * 1024 + 1)), ValueError, "2 MiB"),
+        (lambda: c.put_values({"ok": 1, "bad": object()}), TypeError, "object"),
+        (lambda: c.put_values({"ok": 1, 3: 1}), TypeError, "must be str"),
+    ]
+    for call, exc, match in errors:
+        with pytest.raises(exc, match=match):
+            call()
+    assert c.pending == 3  # nothing of a rejected put was buffered
+    assert c.get_value("ok") is mod.MISSING

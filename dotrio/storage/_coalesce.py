@@ -15,7 +15,9 @@ import os
 __all__ = [
     "Coalescer",
     "MISSING",
+    "READY",
     "MAX_KEY_BYTES",
+    "MAX_VALUE_BYTES",
     "DEFAULT_CACHE_BUDGET",
     "ENTRY_OVERHEAD",
     "USING_EXTENSION",
@@ -25,7 +27,16 @@ __all__ = [
 USING_EXTENSION: bool
 
 if os.environ.get("DOTRIO_NO_EXTENSIONS", "") not in ("", "0"):
-    from ._coalesce_py import DEFAULT_CACHE_BUDGET, ENTRY_OVERHEAD, MAX_KEY_BYTES, MISSING, Coalescer, check_key
+    from ._coalesce_py import (
+        DEFAULT_CACHE_BUDGET,
+        ENTRY_OVERHEAD,
+        MAX_KEY_BYTES,
+        MAX_VALUE_BYTES,
+        MISSING,
+        READY,
+        Coalescer,
+        check_key,
+    )
 
     USING_EXTENSION = False
 else:
@@ -34,13 +45,24 @@ else:
             DEFAULT_CACHE_BUDGET,
             ENTRY_OVERHEAD,
             MAX_KEY_BYTES,
+            MAX_VALUE_BYTES,
             MISSING,
+            READY,
             Coalescer,
             check_key,
         )
 
         USING_EXTENSION = True
     except ImportError:
-        from ._coalesce_py import DEFAULT_CACHE_BUDGET, ENTRY_OVERHEAD, MAX_KEY_BYTES, MISSING, Coalescer, check_key
+        from ._coalesce_py import (
+            DEFAULT_CACHE_BUDGET,
+            ENTRY_OVERHEAD,
+            MAX_KEY_BYTES,
+            MAX_VALUE_BYTES,
+            MISSING,
+            READY,
+            Coalescer,
+            check_key,
+        )
 
         USING_EXTENSION = False

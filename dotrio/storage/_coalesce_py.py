@@ -28,16 +28,21 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from .._codec import decode, encode
+
 __all__ = [
     "Coalescer",
+    "READY",
     "MISSING",
     "MAX_KEY_BYTES",
+    "MAX_VALUE_BYTES",
     "DEFAULT_CACHE_BUDGET",
     "ENTRY_OVERHEAD",
     "check_key",
 ]
 
 MAX_KEY_BYTES = 2048
+MAX_VALUE_BYTES = 2 * 1024 * 1024
 # Small on purpose: thousands of objects may be live at once, and a value read
 # once per turn is what the cache is for, not whole data sets.
 DEFAULT_CACHE_BUDGET = 32 * 1024
@@ -64,6 +69,22 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
+class _Ready:
+    """An awaitable that is already done and gives None: what storage calls
+    that never wait (put) return, cheaper than a coroutine."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Iterator[None]:
+        return iter(())
+
+    def __repr__(self) -> str:
+        return "READY"
+
+
+READY: Any = _Ready()
+
+
 def check_key(key: object, what: str = "key") -> str:
     """``key`` if it is a valid storage key, else TypeError / ValueError."""
     if type(key) is not str:
@@ -77,6 +98,13 @@ def check_key(key: object, what: str = "key") -> str:
         if n > MAX_KEY_BYTES:
             raise ValueError(f"storage {what} is {n} bytes of UTF-8; the limit is {MAX_KEY_BYTES}")
     return key
+
+
+def _encode_value(value: object) -> bytes:
+    data = encode(value)
+    if len(data) > MAX_VALUE_BYTES:
+        raise ValueError(f"value encodes to {len(data)} bytes; the limit is {MAX_VALUE_BYTES} (2 MiB)")
+    return data
 
 
 def _cost(key: str, data: bytes | None) -> int:
@@ -129,6 +157,21 @@ class Coalescer:
         for key, data in items:
             self.put(key, data)
 
+    def put_value(self, key: object, value: object) -> None:
+        """Check ``key``, encode ``value`` (at most 2 MiB) and put it: one call
+        for what ``storage.put(key, value)`` does. Nothing is written on error."""
+        self.put(check_key(key), _encode_value(value))
+
+    def put_values(self, entries: dict[str, object]) -> int:
+        """``put_value`` for every pair of the dict ``entries``, all or nothing.
+        Returns how many were put."""
+        if not isinstance(entries, dict):
+            raise TypeError(f"put_values() takes a dict, got {type(entries).__name__}")
+        checked = [(check_key(k), _encode_value(v)) for k, v in entries.items()]
+        for key, data in checked:
+            self.put(key, data)
+        return len(checked)
+
     @property
     def pending(self) -> int:
         """How many keys have an uncommitted put or delete."""
@@ -154,6 +197,17 @@ class Coalescer:
             if value is not MISSING:
                 return value
         return self._cache.get(key, MISSING)
+
+    def get_value(self, key: object) -> Any:
+        """The decoded newest value of ``key`` (None if known absent), or
+        MISSING if the database must be read (also for keys that are not
+        valid: the caller checks those)."""
+        if type(key) is not str:
+            return MISSING
+        raw = self.lookup(key)
+        if raw is MISSING or raw is None:
+            return raw
+        return decode(raw)
 
     def remember(self, key: str, data: bytes | None) -> None:
         """Cache what the database holds for ``key`` (None: absent)."""

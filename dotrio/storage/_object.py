@@ -30,7 +30,7 @@ import trio
 
 from .._codec import decode, encode
 from .._errors import StorageError
-from ._coalesce import MISSING, Coalescer, check_key
+from ._coalesce import MISSING, READY, Coalescer, check_key
 from ._sql import SqlCursor, SqlInterrupted, SqlStorage, run_user_sql
 
 if TYPE_CHECKING:
@@ -172,6 +172,8 @@ class ObjectStorage:
         self._co = Coalescer(backend.cache_budget)
         # An SQLite transaction is open on _conn (SQL API, delete_all, schedules).
         self._txn_open = False
+        # The pool must not close our connection (a transaction or commit is open).
+        self._pinned = False
         self._dirty = False
         self._alarm_pending: Any = _UNSET
         self._alarm_cached: Any = _UNSET
@@ -238,6 +240,16 @@ class ObjectStorage:
         self._absent = conn is None
         return conn
 
+    def _pin(self) -> None:
+        if not self._pinned:
+            self._pinned = True
+            self._backend.pin(self._path)
+
+    def _unpin(self) -> None:
+        if self._pinned:
+            self._pinned = False
+            self._backend.unpin(self._path)
+
     def _begin(self, conn: apsw.Connection) -> None:
         if not self._txn_open:
             # Deferred: a transaction that only reads is ended at once (_end_if_clean).
@@ -245,7 +257,7 @@ class ObjectStorage:
             # transaction never meets SQLITE_BUSY when it starts writing.
             conn.execute("BEGIN")
             self._txn_open = True
-            self._backend.pin(self._path)
+            self._pin()
 
     def _mark_dirty(self) -> None:
         if not self._dirty:
@@ -329,7 +341,11 @@ class ObjectStorage:
             if alarm is not _UNSET and self.alarm_listener is not None:
                 self.alarm_listener.before_alarm_commit(alarm)
             puts, dels = co.take()
-            self._write_batch(conn, puts, dels, alarm)
+            if alarm is _UNSET and not dels and len(puts) == 1 and not self._txn_open:
+                # The common turn: one put, its own autocommit transaction.
+                conn.execute(_PUT, puts[0])
+            else:
+                self._write_batch(conn, puts, dels, alarm)
         except BaseException as e:
             self.rollback()
             if isinstance(e, apsw.Error):
@@ -337,7 +353,8 @@ class ObjectStorage:
             raise
         co.settle()
         self._dirty = False
-        self._backend.unpin(self._path)
+        if self._pinned:
+            self._unpin()
         if alarm is not _UNSET:
             self._alarm_pending = _UNSET
             self._alarm_cached = alarm
@@ -384,7 +401,7 @@ class ObjectStorage:
         assert lock is not None
         lock.acquire()
         self._thread_started = False
-        self._backend.pin(self._path)
+        self._pin()
         gate = self._gate
         if gate is not None:
             gate.hold_gate()
@@ -417,7 +434,7 @@ class ObjectStorage:
             raise failure
         co.settle()
         if not self._txn_open:
-            self._backend.unpin(self._path)
+            self._unpin()
         if alarm is not _UNSET:
             self._alarm_cached = alarm
             if self.alarm_listener is not None:
@@ -487,7 +504,7 @@ class ObjectStorage:
                     # The connection is in an unknown state: close it; SQLite
                     # discards the uncommitted transaction on close.
                     self._backend.discard(self._path)
-            self._backend.unpin(self._path)
+            self._unpin()
 
     async def wait_transaction_done(self) -> None:
         """Output gates wait here while a ``transaction()`` is open."""
@@ -501,6 +518,7 @@ class ObjectStorage:
         if self._dirty or self._txn_open:
             self.rollback()
         self._backend.release(self._path)
+        self._pinned = False
         self._conn = None
 
     def _database_size(self) -> int:
@@ -529,14 +547,15 @@ class ObjectStorage:
     async def get(self, key: str | list[str]) -> Any:
         """The value of ``key`` (None if absent), or for a list of keys a dict of
         those that exist, in key order."""
+        value = self._co.get_value(key)
+        if value is not MISSING:
+            return value
         if type(key) is str:
-            raw = self._co.lookup(key)
-            if raw is MISSING:
-                # Only valid keys are ever known to the coalescer: check the rest.
-                check_key(key)
-                if self._inflight is not None:
-                    await self._wait_inflight()
-                raw = self._read_db(key)
+            # Only valid keys are ever known to the coalescer: check the rest.
+            check_key(key)
+            if self._inflight is not None:
+                await self._wait_inflight()
+            raw = self._read_db(key)
             return None if raw is None else decode(raw)
         if isinstance(key, list):
             keys = sorted({check_key(k) for k in key})
@@ -551,28 +570,27 @@ class ObjectStorage:
         check_key(key)  # raises TypeError
         raise AssertionError("unreachable")
 
-    async def put(self, key: str | dict[str, Any], value: Any = _UNSET) -> None:
-        """Store ``value`` under ``key``, or every pair of a dict, atomically."""
-        if isinstance(key, dict):
-            if value is not _UNSET:
-                raise TypeError("put(dict) takes no second argument")
-            # Validate and encode everything before touching the buffer: a rejected
-            # put writes nothing.
-            entries = [(check_key(k), encode_value(v)) for k, v in key.items()]
-            if entries:
-                self._co.put_many(entries)
-                if not self._dirty:
-                    self._mark_dirty()
-            return
+    def put(self, key: str | dict[str, Any], value: Any = _UNSET) -> Awaitable[None]:
+        """Store ``value`` under ``key``, or every pair of a dict, atomically.
+
+        Awaitable like every storage call; a put never waits (it only buffers),
+        so it does its work at once and returns an awaitable that is already
+        done, which costs a third of a coroutine.
+        """
         if value is _UNSET:
-            raise TypeError("put(key, value) needs a value (or pass a dict of entries)")
-        k = check_key(key)
-        data = encode(value)
-        if len(data) > MAX_VALUE_BYTES:
-            raise ValueError(f"value encodes to {len(data)} bytes; the limit is {MAX_VALUE_BYTES} (2 MiB)")
-        self._co.put(k, data)
+            if not isinstance(key, dict):
+                raise TypeError("put(key, value) needs a value (or pass a dict of entries)")
+            # The coalescer checks and encodes everything before it buffers
+            # anything: a rejected put writes nothing.
+            if self._co.put_values(key) and not self._dirty:
+                self._mark_dirty()
+            return READY
+        if isinstance(key, dict):
+            raise TypeError("put(dict) takes no second argument")
+        self._co.put_value(key, value)  # checks the key, encodes, limits the size
         if not self._dirty:
             self._mark_dirty()
+        return READY
 
     async def delete(self, key: str | list[str]) -> bool | int:
         """Delete ``key`` (returns whether it existed) or a list of keys (returns
@@ -789,12 +807,12 @@ class ObjectStorage:
             if self._txn_open:
                 self._txn_open = False
                 self._co.clear_cache()
-                self._backend.unpin(self._path)
+                self._unpin()
             return
         if opened and not self._dirty and not self._co.pending and conn.txn_state("main") != apsw.SQLITE_TXN_WRITE:
             conn.execute("COMMIT")
             self._txn_open = False
-            self._backend.unpin(self._path)
+            self._unpin()
 
     def _exec_user_sql(self, query: str, bindings: tuple) -> SqlCursor:
         conn = self._connection(True)
@@ -912,7 +930,7 @@ class Transaction:
             current = storage._conn
             if current is not None and current.in_transaction:
                 current.execute("ROLLBACK")
-            storage._backend.unpin(storage._path)
+            storage._unpin()
 
     async def get(self, key: str | list[str]) -> Any:
         return await self._check().get(key)

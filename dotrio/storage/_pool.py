@@ -40,6 +40,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATEMENT_CACHE_SIZE",
     "CACHE_PAGES",
+    "PAGE_SIZE",
 ]
 
 SCHEMA_VERSION = 1
@@ -54,6 +55,12 @@ STATEMENT_CACHE_SIZE = 16
 # Page cache per connection, in pages: thousands of connections may be open and
 # the OS caches file pages anyway, so SQLite's own cache stays small.
 CACHE_PAGES = 16
+
+# Pages of new files. Smaller than SQLite's 4096: a small commit appends one
+# page to the WAL (5.5 µs instead of 6.6 µs measured, 2 KB values 14.8 instead
+# of 17.8), and each connection's page cache starts with a 20-page block, so a
+# pooled connection is ~40 KiB smaller. Reads of 2 KB values cost the same.
+PAGE_SIZE = 2048
 
 _ONE = ctypes.c_int(1)
 _PERSIST_WAL_ARG = ctypes.addressof(_ONE)
@@ -76,7 +83,9 @@ def configure_connection(conn: apsw.Connection, durability: str, in_memory: bool
     ).fetchall()
     if conn.execute("PRAGMA user_version").fetchall()[0][0] != SCHEMA_VERSION:
         if not in_memory:
-            # WAL is a property of the file: set once, when the file gets its schema.
+            # Page size and WAL are properties of the file: set once, when it gets
+            # its schema (page_size only takes on a file that has no pages yet).
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}").fetchall()
             conn.execute("PRAGMA journal_mode=WAL").fetchall()
         with conn:
             conn.execute(_SCHEMA).fetchall()
