@@ -10,8 +10,8 @@ from the string's header, and pending writes kept as the very row tuples that
 commit allocates nothing per row.
 """
 
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_Size, PyDict_Values
-from cpython.list cimport PyList_Append
+from cpython.dict cimport PyDict_Copy, PyDict_GetItem, PyDict_SetItem, PyDict_Size, PyDict_Values
+from cpython.list cimport PyList_Append, PyList_GET_SIZE, PyList_GetSlice
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from cpython.ref cimport Py_INCREF
@@ -120,9 +120,51 @@ cdef bytes _encode_value(object value):
 
 
 cdef inline Py_ssize_t _cost(str key, object data):
+    # A value counts twice: its bytes, and the decoded copy get_value may keep.
     if data is None:
         return _ENTRY_OVERHEAD + PyUnicode_GET_LENGTH(key)
-    return _ENTRY_OVERHEAD + PyUnicode_GET_LENGTH(key) + len(<bytes>data)
+    return _ENTRY_OVERHEAD + PyUnicode_GET_LENGTH(key) + 2 * len(<bytes>data)
+
+
+import datetime as _dt
+cdef tuple _SCALARS = (type(None), bool, int, float, str, bytes, _dt.datetime, _dt.date)
+
+cdef enum:
+    _KEEP_NOT = 0       # decode at every get
+    _KEEP_SAME = 1      # immutable: every get may return the same object
+    _KEEP_DICT = 2      # a dict of immutables: a shallow copy is a full copy
+    _KEEP_LIST = 3      # a list of immutables: likewise
+
+
+cdef bint _immutable(object value, int depth):
+    cdef object t = type(value)
+    cdef object item
+    if t in _SCALARS:
+        return True
+    if (t is tuple or t is frozenset) and depth < 4:
+        for item in value:
+            if not _immutable(item, depth + 1):
+                return False
+        return True
+    return False
+
+
+cdef int _keep_kind(object value):
+    cdef object t = type(value)
+    cdef object k, v
+    if _immutable(value, 0):
+        return _KEEP_SAME
+    if t is dict:
+        for k, v in (<dict>value).items():
+            if not _immutable(v, 1):
+                return _KEEP_NOT
+        return _KEEP_DICT
+    if t is list:
+        for v in <list>value:
+            if not _immutable(v, 1):
+                return _KEEP_NOT
+        return _KEEP_LIST
+    return _KEEP_NOT
 
 
 cdef inline tuple _pair(object a, object b):
@@ -175,6 +217,7 @@ cdef class Coalescer:
         self._ndels = 0
         self._inflight = None
         self._cache = {}
+        self._kept = {}
         self._cache_bytes = 0
         self._budget = cache_budget
 
@@ -276,14 +319,38 @@ cdef class Coalescer:
             found = PyDict_GetItem(<dict>self._inflight, key)
         if found != NULL:
             data = _row_data(<tuple>found)
-        else:
-            found = PyDict_GetItem(self._cache, key)
-            if found == NULL:
-                return _MISSING
-            data = <object>found
-        if data is None:
+            return None if data is None else _decode(data)
+        found = PyDict_GetItem(self._cache, key)
+        if found == NULL:
+            return _MISSING
+        if <object>found is None:
             return None
-        return _decode(data)
+        return self._from_cache(<str>key, <bytes>found)
+
+    cdef object _from_cache(self, str key, bytes data):
+        """A fresh copy of a cached value: decoded once, then copied cheaply
+        when its shape allows (values must never be shared mutably)."""
+        cdef PyObject* kept = PyDict_GetItem(self._kept, key)
+        cdef object value
+        cdef int kind
+        if kept != NULL:
+            kind = <int>(<tuple>kept)[0]
+            value = (<tuple>kept)[1]
+            if kind == _KEEP_SAME:
+                return value
+            if kind == _KEEP_DICT:
+                return PyDict_Copy(value)
+            if kind == _KEEP_LIST:
+                return PyList_GetSlice(value, 0, PyList_GET_SIZE(value))
+            return _decode(data)
+        value = _decode(data)
+        kind = _keep_kind(value)
+        PyDict_SetItem(self._kept, key, (kind, value if kind != _KEEP_NOT else None))
+        if kind == _KEEP_DICT:
+            return PyDict_Copy(value)
+        if kind == _KEEP_LIST:
+            return PyList_GetSlice(value, 0, PyList_GET_SIZE(value))
+        return value
 
     def remember(self, str key not None, object data):
         """Cache what the database holds for ``key`` (None: absent)."""
@@ -435,6 +502,7 @@ cdef class Coalescer:
         if old != NULL:
             self._cache_bytes -= _cost(key, <object>old)
             del cache[key]
+            self._kept.pop(key, None)
         cost = _cost(key, data)
         # One value may use at most a quarter of the budget: a big value read
         # once must not flush everything else.
@@ -444,6 +512,7 @@ cdef class Coalescer:
         while self._cache_bytes > budget:
             victim = next(iter(cache))
             self._cache_bytes -= _cost(<str>victim, cache.pop(victim))
+            self._kept.pop(victim, None)
         PyDict_SetItem(cache, key, data)
         self._cache_bytes += cost
         return 0
@@ -453,10 +522,12 @@ cdef class Coalescer:
         if old != NULL:
             self._cache_bytes -= _cost(key, <object>old)
             del self._cache[key]
+            self._kept.pop(key, None)
         return 0
 
     def clear_cache(self):
         self._cache.clear()
+        self._kept.clear()
         self._cache_bytes = 0
 
     @property

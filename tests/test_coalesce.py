@@ -457,3 +457,46 @@ def test_value_level_calls(mod: Any) -> None:
             call()
     assert c.pending == 3  # nothing of a rejected put was buffered
     assert c.get_value("ok") is mod.MISSING
+
+
+@pytest.mark.parametrize("mod", TWINS)
+def test_cached_values_are_never_shared_mutably(mod: Any) -> None:
+    import datetime as dt
+
+    c = mod.Coalescer()
+    values = {
+        "flat": {"n": 1, "name": "x", "t": (1, "a"), "when": dt.date(2020, 1, 2)},
+        "nested": {"items": [1, 2], "meta": {"a": 1}},
+        "list": [1, "two", 3.0],
+        "tuple": (1, (2, "three")),
+        "set": {1, 2},
+        "int": 42,
+    }
+    for key, value in values.items():
+        c.remember(key, encode(value))
+    for key, value in values.items():
+        first = c.get_value(key)
+        second = c.get_value(key)
+        third = c.get_value(key)
+        assert first == second == third == value
+        if isinstance(value, (dict, list, set)):
+            assert first is not second and second is not third
+            if isinstance(first, dict):
+                first["added"] = True
+            elif isinstance(first, list):
+                first.append("x")
+            else:
+                first.add(99)
+            assert c.get_value(key) == value
+    nested = c.get_value("nested")
+    nested["items"].append(3)
+    nested["meta"]["b"] = 2
+    assert c.get_value("nested") == values["nested"]
+    # a newer value replaces what was kept
+    c.remember("flat", encode({"n": 2}))
+    assert c.get_value("flat") == {"n": 2}
+    c.put("flat", encode({"n": 3}))
+    assert c.get_value("flat") == {"n": 3}  # pending wins over the cache
+    c.take()
+    c.settle()
+    assert c.get_value("flat") == {"n": 3}

@@ -24,6 +24,7 @@ checks them against each other and against a dict model.
 
 from __future__ import annotations
 
+import datetime as _dt
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -108,13 +109,39 @@ def _encode_value(value: object) -> bytes:
 
 
 def _cost(key: str, data: bytes | None) -> int:
-    return ENTRY_OVERHEAD + len(key) + (len(data) if data is not None else 0)
+    # A value counts twice: its bytes, and the decoded copy get_value may keep.
+    return ENTRY_OVERHEAD + len(key) + (2 * len(data) if data is not None else 0)
+
+
+_SCALARS = (type(None), bool, int, float, str, bytes, _dt.datetime, _dt.date)
+_KEEP_NOT, _KEEP_SAME, _KEEP_DICT, _KEEP_LIST = range(4)
+
+
+def _immutable(value: object, depth: int) -> bool:
+    t = type(value)
+    if t in _SCALARS:
+        return True
+    if (t is tuple or t is frozenset) and depth < 4:
+        return all(_immutable(item, depth + 1) for item in value)  # type: ignore[attr-defined]
+    return False
+
+
+def _keep_kind(value: object) -> int:
+    """How a decoded value may be handed out again: as is (immutable), as a
+    shallow copy (a dict or list of immutables), or not at all (decode again)."""
+    if _immutable(value, 0):
+        return _KEEP_SAME
+    if type(value) is dict:
+        return _KEEP_DICT if all(_immutable(v, 1) for v in value.values()) else _KEEP_NOT  # type: ignore[attr-defined]
+    if type(value) is list:
+        return _KEEP_LIST if all(_immutable(v, 1) for v in value) else _KEEP_NOT  # type: ignore[attr-defined]
+    return _KEEP_NOT
 
 
 class Coalescer:
     """Pending writes, the batch in flight, and a read cache of one object."""
 
-    __slots__ = ("_pending", "_keys", "_unsorted", "_inflight", "_cache", "_cache_bytes", "_budget")
+    __slots__ = ("_pending", "_keys", "_unsorted", "_inflight", "_cache", "_kept", "_cache_bytes", "_budget")
 
     def __init__(self, cache_budget: int = DEFAULT_CACHE_BUDGET) -> None:
         if type(cache_budget) is not int or cache_budget < 0:
@@ -126,6 +153,8 @@ class Coalescer:
         self._unsorted = False
         self._inflight: dict[str, bytes | None] | None = None
         self._cache: dict[str, bytes | None] = {}
+        # Decoded values of cached entries read once, and how to copy them.
+        self._kept: dict[str, tuple[int, Any]] = {}
         self._cache_bytes = 0
         self._budget = cache_budget
 
@@ -204,10 +233,33 @@ class Coalescer:
         valid: the caller checks those)."""
         if type(key) is not str:
             return MISSING
-        raw = self.lookup(key)
+        raw = self._pending.get(key, MISSING)
+        if raw is MISSING and self._inflight is not None:
+            raw = self._inflight.get(key, MISSING)
+        if raw is not MISSING:
+            return None if raw is None else decode(raw)
+        raw = self._cache.get(key, MISSING)
         if raw is MISSING or raw is None:
             return raw
-        return decode(raw)
+        return self._from_cache(key, raw)
+
+    def _from_cache(self, key: str, data: bytes) -> Any:
+        """A fresh copy of a cached value: decoded once, then copied cheaply
+        when its shape allows (values must never be shared mutably)."""
+        kept = self._kept.get(key)
+        if kept is None:
+            value = decode(data)
+            kind = _keep_kind(value)
+            self._kept[key] = (kind, value if kind != _KEEP_NOT else None)
+        else:
+            kind, value = kept
+            if kind == _KEEP_NOT:
+                return decode(data)
+        if kind == _KEEP_DICT:
+            return dict(value)
+        if kind == _KEEP_LIST:
+            return list(value)
+        return value
 
     def remember(self, key: str, data: bytes | None) -> None:
         """Cache what the database holds for ``key`` (None: absent)."""
@@ -347,6 +399,7 @@ class Coalescer:
         old = cache.pop(key, MISSING)
         if old is not MISSING:
             self._cache_bytes -= _cost(key, old)
+            self._kept.pop(key, None)
         cost = _cost(key, data)
         # One value may use at most a quarter of the budget: a big value read
         # once must not flush everything else.
@@ -356,6 +409,7 @@ class Coalescer:
         while self._cache_bytes > budget:
             victim = next(iter(cache))
             self._cache_bytes -= _cost(victim, cache.pop(victim))
+            self._kept.pop(victim, None)
         cache[key] = data
         self._cache_bytes += cost
 
@@ -363,9 +417,11 @@ class Coalescer:
         old = self._cache.pop(key, MISSING)
         if old is not MISSING:
             self._cache_bytes -= _cost(key, old)
+            self._kept.pop(key, None)
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._kept.clear()
         self._cache_bytes = 0
 
     @property
