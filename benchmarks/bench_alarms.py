@@ -457,10 +457,10 @@ def fmt(x: float, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
 
-def render(res: dict[str, Any], command: str, load_before: tuple, load_after: tuple) -> str:
+def render(res: dict[str, Any], command: str, load_before: tuple, load_after: tuple, date: str | None = None) -> str:
     m, a, s, r = res["memory"], res["arm"], res["storm"], res["restart"]
     b = s["baseline"]
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Alarms at scale (issue 4)",
         "",
@@ -526,12 +526,13 @@ def render(res: dict[str, Any], command: str, load_before: tuple, load_after: tu
             f"| {label} | {fmt(c['all_fired_within_ms'])} | {fmt(c['fire_rate'])} | {fmt(c['late_p50'], 1)} | "
             f"{fmt(c['late_p99'], 1)} | {fmt(c['late_max'], 1)} | {c['peak_in_flight']} | {c['db_opens']:,} | {rpc} |"
         )
-    w = s["warm_files"]
+    w, wm = s["warm_files"], s["warm_memory"]
     lines += [
         "",
-        f"Ratios to the baseline (objects live, files): p99 lateness {w['late_p99'] - b['late_p99']:+.1f} ms; "
-        f"fire rate {w['fire_rate'] / b['fire_rate']:.2f}×. The fire rate of both is capped by the due times "
-        "(spread over one second); the lateness columns are what differ.",
+        f"Against the baseline: in memory, p99 lateness {wm['late_p99']:.0f} ms vs {b['late_p99']:.0f} ms and fire "
+        f"rate {wm['fire_rate'] / b['fire_rate']:.2f}×; on files, p99 {w['late_p99']:,.0f} ms and "
+        f"{w['fire_rate'] / b['fire_rate']:.2f}× (both rates are capped at ~n/s by the due times, spread over one "
+        "second, so lateness is what tells them apart).",
         "",
         "Targets: all fire within 1 s (of their second), p99 lateness ≤ 50 ms, also under RPC load.",
         "",
@@ -556,7 +557,35 @@ def render(res: dict[str, Any], command: str, load_before: tuple, load_after: tu
     if "fired_before_kill" in r["killed"]:
         lines.append("")
         lines.append(f"The killed run had logged {r['killed']['fired_before_kill']:,} alarm() calls when it was killed.")
-    lines.append("")
+    cw = s["warm_files"]
+    lines += [
+        "",
+        "## Reading the figures",
+        "",
+        f"* **Files storm misses the target; the in-memory one meets it.** Each alarm on a file-backed object "
+        f"must commit the deletion of its alarm row in that object's database (the row is the truth). With "
+        f"{cw['n']:,} objects and the default pool of 2,048 open connections, almost every alarm pays a "
+        f"database open (*database opens* column: {cw['db_opens']:,}), which accounts for most of the "
+        "difference between the two rows (profiled: the pool's open + configure + close of the LRU victim "
+        "take ~2/3 of the CPU of a files storm). This box allows 20,000 file descriptors (2 per pooled connection), so "
+        f"the pool cannot hold {cw['n']:,} connections; a box sized for it (or a cheaper open, see DESIGN.md "
+        "Storage) moves the files row toward the memory row. The alarm system's own work per fire (dispatch, "
+        "wake event, retry bookkeeping, index settle) is what the memory row measures.",
+        "* **Restart**: every overdue alarm fired, none twice, also across the SIGKILL half-way; requests were "
+        "answered throughout (ping columns). Recovery speed is again the database open per object (each alarm belongs to a "
+        "different object). Duplicates are possible by design (at least once) but need the kill to land "
+        "between an `alarm()` call's side effect and its row's deletion commit, which here happen in the same "
+        "scheduler step; an `alarm()` that awaits after its side effect widens that window.",
+        "* **Arming through objects**: each round arms earlier than the last, the worst case, so every arm "
+        "needs a cover before its commit; covers of all objects arming in one scheduler pass share one index "
+        "transaction (*index transactions* column), and none had to be written inside a commit. The common "
+        "agent loop (re-arm later than the current row) needs no cover at all.",
+        "* **Memory**: the wheel (~44 B per alarm), the key (a 257-bit int, ~64 B) and the index's bounded "
+        "page cache (16 MiB); the index itself lives on disk.",
+        "* Bounds in force: at most 32 wake events delivered per scheduler pass, at most 1,024 in flight "
+        "(`rt.alarms.dispatch_batch`, `rt.alarms.max_in_flight`).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -570,6 +599,7 @@ def main() -> None:
     p.add_argument("--no-write", action="store_true", help="print, do not write results/alarms.md")
     p.add_argument("--sections", default="memory,arm,storm,restart",
                    help="sections to run; the others are taken from results/alarms.json (with their own command)")
+    p.add_argument("--render-only", action="store_true", help="rewrite alarms.md from alarms.json, run nothing")
     p.add_argument("--section", help=argparse.SUPPRESS)
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -584,6 +614,14 @@ def main() -> None:
         fn = {"memory": section_memory, "arm": section_arm, "storm": section_storm, "restart": section_restart}
         n = {"memory": args.n, "arm": args.arm_n, "storm": args.storm, "restart": args.restart_n}[args.section]
         print(json.dumps(fn[args.section](n, args.root)), flush=True)
+        return
+    if args.render_only:
+        saved = json.loads((ROOT / "benchmarks" / "results" / "alarms.json").read_text())
+        cmds = saved["commands"]
+        shown = next(iter(cmds.values())) if len(set(cmds.values())) == 1 else "; ".join(f"{k}: {v}" for k, v in cmds.items())
+        text = render(saved["results"], shown, saved.get("load_before", (float("nan"),)), saved.get("load_after", (float("nan"),)), saved.get("date"))
+        (ROOT / "benchmarks" / "results" / "alarms.md").write_text(text)
+        print(text)
         return
     # tmpfs by default: creating tens of thousands of SQLite files on this shared
     # disk costs ~5 ms each and measures the disk, not the alarm system.
@@ -613,12 +651,15 @@ def main() -> None:
         shown = command
     else:
         shown = "; ".join(f"{k}: {v}" for k, v in commands.items())
-    text = render(res, shown, load_before, loadavg())
+    load_after = loadavg()
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = render(res, shown, load_before, load_after, date)
     print(text)
     if not args.no_write:
         out = ROOT / "benchmarks" / "results" / "alarms.md"
         out.write_text(text)
-        json_path.write_text(json.dumps({"results": res, "commands": commands}, indent=1) + "\n")
+        saved = {"results": res, "commands": commands, "date": date, "load_before": load_before, "load_after": load_after}
+        json_path.write_text(json.dumps(saved, indent=1) + "\n")
         print(f"wrote {out} and {json_path}", file=sys.stderr)
 
 
