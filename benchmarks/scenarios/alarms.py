@@ -295,7 +295,7 @@ async def _restart_phase1(data_dir: str, n: int, progress: Progress,
             await stubs[i].create_and_arm(far)
 
         secs = await _each(k, arm_far)
-        due = int(time.time() * 1000 + (secs / k) * (n - k) * 1000 * 1.5 + 3000)
+        due = int(time.time() * 1000 + (secs / k) * (n - k) * 1000 * 1.25 + 3000)
 
         async def arm(i: int) -> None:
             await stubs[i].create_and_arm(due)

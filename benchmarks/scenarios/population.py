@@ -146,7 +146,8 @@ async def _touch(data_dir: Path, n: int, touch: int, pool_size: int | None, prog
         pool = getattr(stats.storage, "pool", None)
         # Steady-state cost of an evicted object: wake fresh objects and evict
         # each at once; freed memory is reused, so growth is what is retained.
-        fresh = [i for i in rng.sample(range(n), min(n, len(sample) + 20_000)) if i not in set(sample)][:20_000]
+        touched_set = set(sample)
+        fresh = [i for i in rng.sample(range(n), min(n, len(sample) + 20_000)) if i not in touched_set][:20_000]
         rss_f0 = rss_bytes()
         for i in fresh:
             await ns.get_by_name(f"a{i}").touch()
