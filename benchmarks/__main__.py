@@ -57,7 +57,7 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     ap.add_argument("--restart-alarms", type=int, help="alarms-restart: overdue alarms [100000]")
     ap.add_argument("--population", type=int, help="population: objects created [1000000]")
     ap.add_argument("--touch", type=int, help="population: objects touched at random [100000]")
-    ap.add_argument("--pool-size", type=int, help="population: connection pool size [runtime default]")
+    ap.add_argument("--pool-size", type=int, help="dotrio connection pool size (http, ws, population) [runtime default]")
     ap.add_argument("--data-dir", help="population: create (or reuse) the objects here instead of a temp folder")
     ap.add_argument("--quick", action="store_true", help="smoke sizes: every scenario in seconds")
     ap.add_argument("--json", action="store_true", help="JSON lines on stdout (the table goes to stderr)")

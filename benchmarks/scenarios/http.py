@@ -15,6 +15,12 @@ from .._report import Measurement, Progress, ScenarioResult
 
 __all__ = ["run_hot", "run_spread", "run_sql", "ceiling_http"]
 
+
+def _runtime(opts: Options) -> dict[str, object] | None:
+    """[runtime] settings the command line overrides (--pool-size)."""
+    return {"pool_size": opts.pool_size} if opts.pool_size else None
+
+
 # Targets from issues 6 and 7 (dotrio / baseline, dotrio / workerd).
 _BASELINE_TARGET = {"http-hot": 3.0, "http-spread": 2.0, "http-sql": None}
 _WORKERD_TARGET = {"http-hot": {"process": 3.0, "power": 1.0}}
@@ -68,7 +74,7 @@ def _run(scenario: str, binding: str, objects: int, opts: Options, progress: Pro
 
     ours: dict[str, Measurement] = {}
     for dur in durs:
-        with _servers.dotrio(durability=dur) as server:
+        with _servers.dotrio(durability=dur, runtime=_runtime(opts)) as server:
             name = "dotrio" if dur == "process" else f"dotrio-{dur}"
             m = measure_http(opts, server, name, f"{scenario} ({objects:,} object{'s' if objects > 1 else ''})",
                              "POST", paths, progress, durability=dur, prepare=prepare_for(server))

@@ -12,6 +12,12 @@ from .._report import Measurement, Progress, ScenarioResult
 __all__ = ["run_echo", "run_fanout"]
 
 
+def _runtime(opts: Options) -> dict[str, object] | None:
+    """[runtime] settings the command line overrides (--pool-size)."""
+    return {"pool_size": opts.pool_size} if opts.pool_size else None
+
+
+
 def _ceiling(opts: Options, result: ScenarioResult, progress: Progress, paths: list[str]) -> None:
     if not opts.ceiling:
         return
@@ -52,7 +58,7 @@ def run_echo(opts: Options, progress: Progress) -> ScenarioResult:
     baseline = _baseline(opts, result, progress, paths)
     ours: dict[str, Measurement] = {}
     for dur in durs:
-        with _servers.dotrio(durability=dur) as server:
+        with _servers.dotrio(durability=dur, runtime=_runtime(opts)) as server:
             name = "dotrio" if dur == "process" else f"dotrio-{dur}"
             m = measure_ws_echo(opts, server, name, f"echo through {n} objects", paths, progress, durability=dur)
         result.measurements.append(m)
@@ -90,7 +96,7 @@ def run_fanout(opts: Options, progress: Progress) -> ScenarioResult:
     baseline = _baseline(opts, result, progress, paths)
     ours: dict[str, Measurement] = {}
     for dur in durs:
-        with _servers.dotrio(durability=dur) as server:
+        with _servers.dotrio(durability=dur, runtime=_runtime(opts)) as server:
             name = "dotrio" if dur == "process" else f"dotrio-{dur}"
             m = measure_ws_fanout(opts, server, name, f"1 room -> {opts.subscribers:,} subscribers", "room",
                                   progress, durability=dur)
