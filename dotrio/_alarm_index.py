@@ -1,6 +1,8 @@
 """The central alarm index: ``data_dir/alarms.sqlite`` (or an in-memory twin).
 
-One row per object that may have a wake-up due: ``(ns, oid, when_ms, name)``.
+One row per object that may have a wake-up due: ``(ns, oid, when_ms, name)``,
+``oid`` being the 16-byte base of the object's id (the id's other half is a
+check computed from it, see ``dotrio.ids``).
 It is a *hint*, never the truth: each object's own database is. The only
 invariant the index keeps is "covering": for every object whose database
 says it must wake at time ``T``, the index holds a row with ``when_ms <= T``.
@@ -88,7 +90,8 @@ class AlarmIndex:
             # never set one leaves no file behind (reads never create files).
             if os.path.exists(self.path):
                 self._open()
-        self._pending: dict[IndexKey, tuple[int | None, str | None]] = {}
+        # (ns, oid) -> the row as the upsert binds it: (ns, oid, when_ms, name).
+        self._pending: dict[IndexKey, tuple[str, bytes, int | None, str | None]] = {}
         self._loaded = 0
         self._batches = 0
         self._settles = 0
@@ -151,13 +154,13 @@ class AlarmIndex:
         entry = self._pending.get((ns, oid))
         if entry is None:
             return False, None
-        return True, entry[0]
+        return True, entry[2]
 
     def name(self, ns: str, oid: bytes) -> str | None:
         """The name the object was addressed by when its alarm was set, if known."""
         entry = self._pending.get((ns, oid))
-        if entry is not None and entry[1] is not None:
-            return entry[1]
+        if entry is not None and entry[3] is not None:
+            return entry[3]
         conn = self._db(False)
         if conn is None:
             return None
@@ -169,7 +172,7 @@ class AlarmIndex:
 
     def settle(self, ns: str, oid: bytes, when_ms: int | None, name: str | None) -> None:
         """Queue the exact committed wake time (None: no wake) for the next batch."""
-        self._pending[(ns, oid)] = (when_ms, name)
+        self._pending[(ns, oid)] = (ns, oid, when_ms, name)
 
     @property
     def has_pending(self) -> bool:
@@ -181,8 +184,9 @@ class AlarmIndex:
         pending = self._pending
         if not pending and not covers:
             return
-        sets = [(ns, oid, when, name) for (ns, oid), (when, name) in pending.items() if when is not None]
-        dels = [key for key, (when, _) in pending.items() if when is None]
+        rows = pending.values()
+        sets = [row for row in rows if row[2] is not None]
+        dels = [row[:2] for row in rows if row[2] is None] if len(sets) < len(pending) else []
         conn = self._db(bool(sets or covers))
         if conn is None:
             pending.clear()  # only deletions, and no file: nothing to delete
