@@ -156,8 +156,10 @@ async def _alarms_inprocess(opts: Options, result: ScenarioResult, progress: Pro
 
             secs = await _each(n, arm, progress=progress, label="arming")
             armed_at = time.time() * 1000
-            result.figure(f"{tag}: arming rate (set_alarm via RPC, committed)", n / secs, "alarms/s",
-                          ">= 100,000 (issue 4, in-process)", n / secs >= 100_000)
+            # Issue 4's 100,000/s is for the wheel + index (bench_alarms.py);
+            # this is the end-to-end figure: an RPC and a commit per object.
+            result.figure(f"{tag}: arming rate (set_alarm via RPC, committed, file-backed objects)", n / secs,
+                          "alarms/s")
             if armed_at > due:
                 result.notes.append(f"arming finished {armed_at - due:.0f} ms after T: lateness includes that")
             deadline = due / 1000 + 30 + n / 1000
@@ -226,6 +228,14 @@ def _http_alarms(opts: Options, server: _servers.Server, name: str, result: Scen
     fires: dict[str, list[float]] = {}
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     for i in range(n):
+        if server.proc.poll() is not None:
+            # The server died (workerd has, under this storm): what fired
+            # before is unknowable, so everything unread counts as missing.
+            result.notes.append(f"{name}: the server exited with status {server.proc.returncode} before all "
+                                f"records were read ({i:,} of {n:,}); its log ends: "
+                                + " | ".join(server.log_tail(1500).strip().splitlines()[-6:]))
+            break
+        resp = None
         for attempt in range(3):
             try:
                 conn.request("GET", f"/ALARM/a{i}/stats")
@@ -236,8 +246,9 @@ def _http_alarms(opts: Options, server: _servers.Server, name: str, result: Scen
                 # A keep-alive connection the server closed: open another.
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-                if attempt == 2:
-                    raise
+                time.sleep(0.2)
+        if resp is None:
+            continue
         if resp.status == 200:
             fires[f"a{i}"] = json.loads(body)["fired"]
         if i % 500 == 0:
