@@ -460,7 +460,9 @@ def fmt(x: float, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
 
-def render(res: dict[str, Any], command: str, load_before: tuple, load_after: tuple, date: str | None = None) -> str:
+def render(
+    res: dict[str, Any], command: str, load_before: tuple, load_after: tuple, date: str | None = None, code: str = ""
+) -> str:
     m, a, s, r = res["memory"], res["arm"], res["storm"], res["restart"]
     b = s["baseline"]
     now = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -469,6 +471,7 @@ def render(res: dict[str, Any], command: str, load_before: tuple, load_after: tu
         "",
         f"* Date: {now}",
         f"* Command: `{command}`",
+        *([f"* Code: {code}"] if code else []),
         f"* Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores shared with other "
         f"work (load average {load_before[0]:.2f} before, {load_after[0]:.2f} after): rates are indicative; "
         "ratios within one run are the point.",
@@ -595,6 +598,19 @@ def render(res: dict[str, Any], command: str, load_before: tuple, load_after: tu
     return "\n".join(lines)
 
 
+def _code_version() -> str:
+    """The commit measured, and whether dotrio/ had uncommitted changes (a shared tree)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "dotrio", "ext"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.split("\n")
+    except OSError:
+        return ""
+    changed = sorted({line[3:] for line in dirty if line[:2].strip() == "M"})
+    return f"commit {head.strip()}" + (f", with uncommitted changes to {', '.join(changed)}" if changed else "")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1_000_000, help="alarms for the memory section")
@@ -625,7 +641,10 @@ def main() -> None:
         saved = json.loads((ROOT / "benchmarks" / "results" / "alarms.json").read_text())
         cmds = saved["commands"]
         shown = next(iter(cmds.values())) if len(set(cmds.values())) == 1 else "; ".join(f"{k}: {v}" for k, v in cmds.items())
-        text = render(saved["results"], shown, saved.get("load_before", (float("nan"),)), saved.get("load_after", (float("nan"),)), saved.get("date"))
+        text = render(
+            saved["results"], shown, saved.get("load_before", (float("nan"),)),
+            saved.get("load_after", (float("nan"),)), saved.get("date"), saved.get("code", ""),
+        )
         (ROOT / "benchmarks" / "results" / "alarms.md").write_text(text)
         print(text)
         return
@@ -659,12 +678,14 @@ def main() -> None:
         shown = "; ".join(f"{k}: {v}" for k, v in commands.items())
     load_after = loadavg()
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = render(res, shown, load_before, load_after, date)
+    code = _code_version()
+    text = render(res, shown, load_before, load_after, date, code)
     print(text)
     if not args.no_write:
         out = ROOT / "benchmarks" / "results" / "alarms.md"
         out.write_text(text)
-        saved = {"results": res, "commands": commands, "date": date, "load_before": load_before, "load_after": load_after}
+        saved = {"results": res, "commands": commands, "date": date, "load_before": load_before,
+                 "load_after": load_after, "code": code}
         json_path.write_text(json.dumps(saved, indent=1) + "\n")
         print(f"wrote {out} and {json_path}", file=sys.stderr)
 
