@@ -29,7 +29,8 @@ the actor's output gate awaits :meth:`AlarmManager.before_output_gate`, which
 queues the cover and waits for the index writer task; every object arming in
 the same scheduler pass shares one index transaction. The runtime's flusher
 calls :meth:`AlarmManager.before_flush` with all the objects it is about to
-commit, which covers them in one transaction. Whatever is still uncovered when
+commit, which covers them in one transaction (the actor calls it too, for
+itself, before committing at a handler's non-storage await). Whatever is still uncovered when
 ``commit()`` runs (``storage.sync()``, eviction) is covered synchronously by
 the storage hook ``before_alarm_commit``. Each live object remembers an upper
 bound of its index row, so an object re-arming later than its current row
