@@ -15,7 +15,7 @@ import trio
 import dotrio
 from dotrio.storage import StorageBackend
 from dotrio.storage._object import ObjectStorage
-from dotrio.storage._pool import SCHEMA_VERSION
+from dotrio.storage._pool import PAGE_SIZE, SCHEMA_VERSION
 
 from tests.test_crash import Batch, FlakyVFS
 
@@ -192,6 +192,7 @@ async def test_reopen_skips_the_schema_and_keeps_the_wal(tmp_path: Path) -> None
         assert a._conn is not None
         assert a._conn.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]
         assert a._conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
+        assert a._conn.execute("PRAGMA page_size").fetchall() == [(PAGE_SIZE,)]
         await b.put("k", "v")
         b.commit()  # closes a's connection (pool of one)
         assert a._conn is None

@@ -58,6 +58,8 @@ class StorageBackend:
         if isinstance(commit_threads, bool) or not isinstance(commit_threads, int) or commit_threads < 1:
             raise ValueError(f"commit_threads must be a positive int, got {commit_threads!r}")
         self.data_dir = data_dir
+        # Paths are built per activation: from a str, not through pathlib.
+        self._root = os.fspath(data_dir) if data_dir is not None else None
         self.durability = durability
         self.cache_budget = cache_budget
         self._commit_threads = commit_threads
@@ -68,9 +70,9 @@ class StorageBackend:
         self._made_dirs: set[str] = set()
 
     def path_for(self, namespace: str, object_id: str) -> str:
-        if self.data_dir is None:
+        if self._root is None:
             return f"{namespace}/{object_id}"
-        return os.path.join(self.data_dir, namespace, object_id[:2], object_id + ".sqlite")
+        return f"{self._root}{os.sep}{namespace}{os.sep}{object_id[:2]}{os.sep}{object_id}.sqlite"
 
     def connect(self, path: str, create: bool, on_close: Callable[[], None]) -> apsw.Connection | None:
         if self._pool is None:
