@@ -150,6 +150,7 @@ class ServerSettings:
     server: str | None = None
     shutdown_grace: float | None = None
     access_log: bool | None = None
+    max_connections: int | None = None
 
 
 @dataclass(frozen=True)
@@ -416,8 +417,12 @@ def _load_server(check: _Checker, value: Any) -> ServerSettings:
             if not isinstance(item, bool):
                 check.fail(path, "true or false", item)
             settings[key] = item
+        elif key == "max_connections":
+            if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+                check.fail(path, "a positive whole number of connections", item)
+            settings[key] = item
         else:
-            check.unknown(path, "host, port, server, shutdown_grace, access_log")
+            check.unknown(path, "host, port, server, shutdown_grace, access_log, max_connections")
     return ServerSettings(**settings)
 
 

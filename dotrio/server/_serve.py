@@ -114,6 +114,8 @@ async def serve(
     body_limit = _pick(max_request_body, config.max_request_body if config is not None else None,
                        limits.max_request_body)
     limits = dataclasses.replace(limits, max_request_body=body_limit, shutdown_grace=grace if grace > 0 else 0.001)
+    if settings is not None and settings.max_connections is not None:
+        limits = dataclasses.replace(limits, max_connections=settings.max_connections)
 
     if server == "fast":
         from ._fast import serve_fast

@@ -102,6 +102,7 @@ ERRORS = [
     ("[server]\nport = 70000\n" + BINDING, "server.port", "a port number"),
     ("[server]\nserver = 'uvicorn'\n" + BINDING, "server.server", "'fast' or 'hypercorn'"),
     ("[server]\naccess_log = 'yes'\n" + BINDING, "server.access_log", "true or false"),
+    ("[server]\nmax_connections = 0\n" + BINDING, "server.max_connections", "a positive whole number"),
     ("[vars]\nC = 'clash'\n" + BINDING, "vars.C", "not also a binding name"),
     ("vars = 'x'\n" + BINDING, "vars", "a table"),
     ("name = 'x'\n", "durable_objects.bindings", "at least one"),
@@ -193,6 +194,7 @@ def test_a_full_config_loads(project: Project) -> None:
         port = 9999
         server = "hypercorn"
         shutdown_grace = 3
+        max_connections = 50000
         [vars]
         GREETING = "hi"
         LIMITS = { a = 1 }
@@ -214,6 +216,7 @@ def test_a_full_config_loads(project: Project) -> None:
     assert cfg.data_dir == (project.root / "state").resolve()
     assert cfg.max_request_body == 1000
     assert cfg.server.port == 9999 and cfg.server.server == "hypercorn" and cfg.server.shutdown_grace == 3.0
+    assert cfg.server.max_connections == 50000
     # Wrangler-only keys warn (naming file and key) instead of failing.
     assert cfg.warnings == (f"{path}: compatibility_date: only wrangler uses this key; dotrio ignores it",)
     kwargs = cfg.runtime_kwargs()
