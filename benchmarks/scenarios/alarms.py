@@ -32,7 +32,7 @@ from dotrio import DurableObject, Runtime
 from .. import _load, _servers
 from .._common import Options, durabilities, new_result
 from .._peers import WORKERD_DURABILITY, PeerUnavailable, workerd
-from .._report import Histogram, Measurement, Progress, ScenarioResult, Series
+from .._report import Histogram, Measurement, Progress, Ratio, ScenarioResult, Series
 
 __all__ = ["run_alarms", "run_restart", "Probe"]
 
@@ -280,7 +280,12 @@ def run_alarms(opts: Options, progress: Progress) -> ScenarioResult:
                 peer = _http_alarms(opts, server, "workerd", result, progress, WORKERD_DURABILITY)
             result.measurements.append(peer)
             for dur, m in ours.items():
-                result.ratio(f"dotrio [{dur}] / workerd: fire rate (over HTTP)", m, peer)
+                # Punctuality, not fire rate: a runtime that fires everything
+                # late in one burst has a high rate and is still late.
+                a, b = m.latency, peer.latency
+                value = b.percentile(99) / a.percentile(99) if a and b and a.total and b.total else None
+                result.ratios.append(Ratio(f"workerd's lateness p99 / dotrio's [{dur}] (over HTTP; > 1: dotrio "
+                                           "more punctual)", value))
         except PeerUnavailable as exc:
             result.notes.append(str(exc))
         except Exception as exc:  # keep the in-process figures already measured
