@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ._proc import tree_cpu_seconds, tree_rss_bytes
 
-__all__ = ["Server", "free_port", "dotrio", "hypercorn_baseline", "ceiling", "REPO", "BINDINGS", "dotrio_config"]
+__all__ = ["Server", "free_port", "dotrio", "hypercorn_baseline", "trio_websocket_baseline", "ceiling", "REPO", "BINDINGS", "dotrio_config"]
 
 REPO = Path(__file__).resolve().parent.parent
 _APP = Path(__file__).resolve().parent / "scenarios" / "app.py"
@@ -168,6 +168,17 @@ def hypercorn_baseline() -> Iterator[Server]:
         cmd = [sys.executable, "-m", "hypercorn", "--worker-class", "trio", "--bind", f"127.0.0.1:{port}",
                "benchmarks.scenarios.baseline:app"]
         server = Server("hypercorn-trio baseline", cmd, port, Path(tmp) / "server.log", cwd=str(REPO))
+        with _running(server) as s:
+            yield s
+
+
+@contextlib.contextmanager
+def trio_websocket_baseline() -> Iterator[Server]:
+    """trio-websocket's echo server (issue 6's WebSocket baseline)."""
+    with tempfile.TemporaryDirectory(prefix="dotrio-bench-") as tmp:
+        port = free_port()
+        cmd = [sys.executable, "-m", "benchmarks.scenarios.baseline_tws", "--port", str(port)]
+        server = Server("trio-websocket echo", cmd, port, Path(tmp) / "server.log", cwd=str(REPO))
         with _running(server) as s:
             yield s
 

@@ -56,6 +56,10 @@ def run_echo(opts: Options, progress: Progress) -> ScenarioResult:
     paths = [f"/ECHO/e{i}/" for i in range(n)]
     _ceiling(opts, result, progress, paths)
     baseline = _baseline(opts, result, progress, paths)
+    with _servers.trio_websocket_baseline() as server:
+        tws = measure_ws_echo(opts, server, "trio-websocket", f"trio-websocket echo server, {n} conns", paths,
+                              progress)
+    result.measurements.append(tws)
     ours: dict[str, Measurement] = {}
     for dur in durs:
         with _servers.dotrio(durability=dur, runtime=_runtime(opts)) as server:
@@ -76,6 +80,7 @@ def run_echo(opts: Options, progress: Progress) -> ScenarioResult:
     progress.done()
     for dur, m in ours.items():
         result.ratio(f"{m.name} / baseline (hypercorn-trio echo)", m, baseline)
+        result.ratio(f"{m.name} / trio-websocket echo (issue 6)", m, tws, 1.2 if dur == "process" else None)
     if peer is not None:
         for dur, m in ours.items():
             result.ratio(f"{m.name} [{dur}] / workerd", m, peer, 1.0)
