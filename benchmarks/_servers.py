@@ -130,11 +130,14 @@ def _running(server: Server, timeout: float = 30.0) -> Iterator[Server]:
 
 
 def dotrio_config(folder: Path, durability: str = "process", data_dir: str | None = None,
-                  runtime: dict[str, object] | None = None) -> Path:
+                  runtime: dict[str, object] | None = None, main: str | None = None) -> Path:
     """Writes dotrio.toml and bench_app.py into ``folder``; returns the config."""
     shutil.copy(_APP, folder / "bench_app.py")
     rt = {"durability": durability, **(runtime or {})}
-    lines = ['name = "dotrio-bench"', f'data_dir = "{data_dir or (folder / "data")}"', "", "[runtime]"]
+    lines = ['name = "dotrio-bench"', f'data_dir = "{data_dir or (folder / "data")}"']
+    if main:
+        lines.append(f'main = "{main}"')
+    lines += ["", "[runtime]"]
     for k, v in rt.items():
         lines.append(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"')
     for binding, cls in BINDINGS.items():
@@ -146,11 +149,11 @@ def dotrio_config(folder: Path, durability: str = "process", data_dir: str | Non
 
 @contextlib.contextmanager
 def dotrio(durability: str = "process", front_end: str = "fast", runtime: dict[str, object] | None = None,
-           data_dir: str | None = None) -> Iterator[Server]:
+           data_dir: str | None = None, main: str | None = None) -> Iterator[Server]:
     """``python -m dotrio serve`` on a fresh data dir (unless ``data_dir``)."""
     with tempfile.TemporaryDirectory(prefix="dotrio-bench-") as tmp:
         folder = Path(tmp)
-        cfg = dotrio_config(folder, durability, data_dir, runtime)
+        cfg = dotrio_config(folder, durability, data_dir, runtime, main)
         port = free_port()
         cmd = [sys.executable, "-m", "dotrio", "serve", str(cfg), "--port", str(port), "--server", front_end,
                "--log-level", "warning"]

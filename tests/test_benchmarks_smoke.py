@@ -44,7 +44,7 @@ def check_throughput(lines: list[dict[str, Any]], names: set[str]) -> None:
     assert rows(lines, "ratio"), "a ratio against the baseline"
 
 
-@pytest.mark.parametrize("scenario", ["http-hot", "http-spread", "http-sql"])
+@pytest.mark.parametrize("scenario", ["http-hello", "http-hot", "http-spread", "http-sql"])
 def test_http_scenarios(scenario: str) -> None:
     check_throughput(run_bench(scenario), {"baseline", "dotrio"})
 
@@ -107,7 +107,7 @@ def test_workerd_peer_runs_or_explains() -> None:
 
 
 def test_every_scenario_is_smoke_tested() -> None:
-    covered = {"http-hot", "http-spread", "http-sql", "ws-echo", "ws-fanout", "alarms", "alarms-restart",
+    covered = {"http-hello", "http-hot", "http-spread", "http-sql", "ws-echo", "ws-fanout", "alarms", "alarms-restart",
                "population", "storage"}
     assert set(SCENARIOS) == covered
 

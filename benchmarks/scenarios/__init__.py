@@ -15,6 +15,7 @@ Runner = Callable[[Options, Progress], ScenarioResult]
 # module:function, imported on use so that one scenario's imports (matplotlib,
 # a peer) never slow down or break another.
 SCENARIOS: dict[str, tuple[str, str]] = {
+    "http-hello": ("http:run_hello", "hello-world through dotrio serve's dispatcher vs hypercorn-trio (issue 6)"),
     "http-hot": ("http:run_hot", "KV read+increment over HTTP on one object vs hypercorn-trio hello-world"),
     "http-spread": ("http:run_spread", "the same over 10,000 objects (--objects)"),
     "http-sql": ("http:run_sql", "the same through sql.exec"),

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 
-from dotrio import DurableObject, Request, Response
+from dotrio import DurableObject, Request, Response, WorkerEntrypoint
 
-__all__ = ["Counter", "SqlCounter", "Echo", "Room", "AlarmProbe"]
+__all__ = ["Counter", "SqlCounter", "Echo", "Room", "AlarmProbe", "Hello"]
 
 
 class Counter(DurableObject):
@@ -101,3 +101,12 @@ class AlarmProbe(DurableObject):
         fired = await storage.get("fired") or []
         fired.append(now)
         await storage.put("fired", fired)
+
+
+class Hello(WorkerEntrypoint):
+    """Hello-world through the dispatcher (issue 6): the worker entry of the
+    http-hello config only (``main = "bench_app:Hello"``); every other
+    scenario's config has no ``main`` and uses default routing."""
+
+    async def fetch(self, request: Request) -> Response:
+        return Response("hello")

@@ -13,7 +13,7 @@ from .._common import Options, durabilities, measure_http, new_result
 from .._peers import WORKERD_DURABILITY, PeerUnavailable, workerd
 from .._report import Measurement, Progress, ScenarioResult
 
-__all__ = ["run_hot", "run_spread", "run_sql", "ceiling_http"]
+__all__ = ["run_hot", "run_spread", "run_sql", "run_hello", "ceiling_http"]
 
 
 def _runtime(opts: Options) -> dict[str, object] | None:
@@ -117,3 +117,24 @@ def run_spread(opts: Options, progress: Progress) -> ScenarioResult:
 
 def run_sql(opts: Options, progress: Progress) -> ScenarioResult:
     return _run("http-sql", "SQLCOUNTER", opts.objects or 1, opts, progress)
+
+
+def run_hello(opts: Options, progress: Progress) -> ScenarioResult:
+    """Hello-world through dotrio serve's dispatcher (a worker entry that
+    answers "hello", no object) against the same hypercorn-trio hello-world:
+    issue 6's front-end target (>= 15x)."""
+    result = new_result("http-hello", opts, connections=opts.connections, duration=opts.duration,
+                        warmup=opts.warmup, client=opts.client)
+    ceiling_http(opts, result, progress)
+    with _servers.hypercorn_baseline() as server:
+        baseline = measure_http(opts, server, "baseline", "hypercorn-trio ASGI hello-world", "GET", ["/"], progress)
+    result.measurements.append(baseline)
+    with _servers.dotrio(runtime=_runtime(opts), main="bench_app:Hello") as server:
+        ours = measure_http(opts, server, "dotrio", "hello-world through the dispatcher (worker entry)", "GET",
+                            ["/"], progress)
+    result.measurements.append(ours)
+    progress.done()
+    result.ratio("dotrio / baseline (hypercorn-trio hello)", ours, baseline, 15.0)
+    result.cpu_ratio("baseline's server CPU per request / ours", ours, baseline)
+    _client_notes(result)
+    return result
