@@ -28,7 +28,7 @@ __all__ = ["main", "build_parser", "run_scenario", "QUICK"]
 OUT_DIR = Path(__file__).resolve().parent / "out"
 
 # Smoke sizes: every scenario in seconds (tests/test_benchmarks_smoke.py).
-QUICK = dict(duration=1.0, warmup=0.0, connections=8, ws_connections=8, subscribers=20, alarms=200,
+QUICK = dict(duration=1.0, warmup=0.0, connections=8, ws_connections=8, subscribers=20, hibernate_sockets=50, alarms=200,
              restart_alarms=200, population=300, touch=100, ceiling=False)
 
 
@@ -50,6 +50,7 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     ap.add_argument("--no-ceiling", dest="ceiling", action="store_false", default=None,
                     help="skip the client-ceiling run")
     ap.add_argument("--ws-connections", type=int, help="ws-echo connections [100]")
+    ap.add_argument("--hibernate-sockets", type=int, help="ws-hibernate: idle WebSockets [10000]")
     ap.add_argument("--subscribers", type=int, help="ws-fanout subscribers [1000]")
     ap.add_argument("--window", type=int, help="ws-fanout unacknowledged publishes [4]")
     ap.add_argument("--alarms", type=int, help="alarms: objects armed [10000]")
@@ -73,7 +74,7 @@ def options_from(args: argparse.Namespace, command: str) -> Options:
         for k, v in QUICK.items():
             setattr(opts, k, v)
     for k in ("duration", "warmup", "connections", "objects", "client", "client_procs", "durability", "peer",
-              "ceiling", "ws_connections", "subscribers", "window", "alarms", "rpc_load", "restart_alarms", "population",
+              "ceiling", "ws_connections", "hibernate_sockets", "subscribers", "window", "alarms", "rpc_load", "restart_alarms", "population",
               "touch", "pool_size", "data_dir"):
         v = getattr(args, k)
         if v is not None:

@@ -33,6 +33,7 @@ class Options:
     ceiling: bool = True            # measure the load generator's ceiling first
     ws_connections: int = 100
     subscribers: int = 1000
+    hibernate_sockets: int = 10_000
     window: int = 4                 # ws-fanout: unacknowledged publishes
     alarms: int = 10_000
     rpc_load: int = 0               # alarms: also run the stampede with this many concurrent RPC callers

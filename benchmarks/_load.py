@@ -42,6 +42,7 @@ __all__ = [
     "run_http",
     "run_ws_echo",
     "run_ws_fanout",
+    "run_ws_hold",
     "http_request",
     "ws_frame",
     "children_cpu",
@@ -647,3 +648,95 @@ def run_ws_fanout(port: int, sub_path: str, pub_path: str, subscribers: int, dur
     merged = _merge(results, f"python x{len(counts)}+1", cpu, start_at)
     merged.extra.update(published=pub_result["published"], acked=pub_result["acked"])
     return merged
+
+
+def _ws_hold_worker(pipe: Any, port: int, paths: list[str], ready: Any, go: Any, timeout: float) -> None:
+    """Opens a WebSocket per path, reports ready, waits for ``go``, then sends
+    one message on each and times its echo (a hibernated object waking up)."""
+    try:
+        opened = [_ws_open(port, p) for p in paths]
+        ready.set()
+        if not go.wait(timeout):
+            raise RuntimeError("never told to go")
+        hist = Histogram()
+        ep = select.epoll()
+        by_fd: dict[int, socket.socket] = {}
+        bufs: dict[int, bytearray] = {}
+        sent_at: dict[int, float] = {}
+        frame = ws_frame(b"wake", 1)
+        for s, rest in opened:
+            s.setblocking(False)
+            by_fd[s.fileno()] = s
+            bufs[s.fileno()] = rest
+            ep.register(s.fileno(), select.EPOLLIN)
+        t0 = time.monotonic()
+        for fd, s in by_fd.items():
+            sent_at[fd] = time.monotonic()
+            s.send(frame)
+        pending = set(by_fd)
+        deadline = time.monotonic() + 60
+        errors = 0
+        while pending and time.monotonic() < deadline:
+            for fd, _ in ep.poll(0.2):
+                try:
+                    data = by_fd[fd].recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    errors += 1
+                    pending.discard(fd)
+                    ep.unregister(fd)
+                    continue
+                bufs[fd] += data
+                frames, used = _frames(bufs[fd])
+                del bufs[fd][:used]
+                if fd in pending and any(op in (1, 2) for op, _ in frames):
+                    hist.add((time.monotonic() - sent_at[fd]) * 1e6)
+                    pending.discard(fd)
+        elapsed = time.monotonic() - t0
+        for s in by_fd.values():
+            s.close()
+        pipe.send({"ops": hist.total, "errors": errors + len(pending), "seconds": elapsed,
+                   "latency": hist.to_json(), "series": Series(t0).to_json()})
+    except Exception as exc:
+        ready.set()
+        pipe.send({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def run_ws_hold(port: int, paths: Sequence[str], while_held: Callable[[], None], processes: int = 1,
+                timeout: float = 600.0) -> LoadResult:
+    """Holds one WebSocket per path open (idle), calls ``while_held()``, then
+    wakes each with one message and measures the echo; ops = echoes."""
+    ctx = mp.get_context("spawn")
+    chunks = [list(paths[i::processes]) for i in range(processes)]
+    readies = [ctx.Event() for _ in chunks]
+    go = ctx.Event()
+    pipes, procs = [], []
+    cpu0 = children_cpu()
+    for chunk, ready in zip(chunks, readies):
+        parent, child = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_ws_hold_worker, args=(child, port, chunk, ready, go, timeout), daemon=True)
+        p.start()
+        child.close()
+        pipes.append(parent)
+        procs.append(p)
+    try:
+        for ready in readies:
+            ready.wait(timeout)
+        while_held()
+    finally:
+        go.set()
+    results = []
+    for pp, p in zip(pipes, procs):
+        try:
+            results.append(pp.recv() if pp.poll(120) else {"error": "holder process timed out"})
+        except EOFError:
+            results.append({"error": f"holder process died (exit {p.exitcode})"})
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    cpu = children_cpu() - cpu0
+    return _merge(results, f"python x{len(chunks)}", cpu, 0.0)

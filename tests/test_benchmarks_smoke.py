@@ -66,6 +66,12 @@ def test_ws_fanout() -> None:
     assert dotrio["unit"] == "deliveries/s"
 
 
+def test_ws_hibernate() -> None:
+    figures = {f["name"]: f for f in rows(run_bench("ws-hibernate"), "figure")}
+    assert figures["echoes after waking (one per socket)"]["met"] is True
+    assert figures["server RSS per hibernated WebSocket"]["value"] is not None
+
+
 def test_alarms() -> None:
     figures = {f["name"]: f for f in rows(run_bench("alarms"), "figure")}
     assert figures["dotrio: fired"]["value"] == 200
@@ -107,7 +113,7 @@ def test_workerd_peer_runs_or_explains() -> None:
 
 
 def test_every_scenario_is_smoke_tested() -> None:
-    covered = {"http-hello", "http-hot", "http-spread", "http-sql", "ws-echo", "ws-fanout", "alarms", "alarms-restart",
+    covered = {"http-hello", "http-hot", "http-spread", "http-sql", "ws-echo", "ws-fanout", "ws-hibernate", "alarms", "alarms-restart",
                "population", "storage"}
     assert set(SCENARIOS) == covered
 

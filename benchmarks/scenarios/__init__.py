@@ -20,6 +20,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "http-spread": ("http:run_spread", "the same over 10,000 objects (--objects)"),
     "http-sql": ("http:run_sql", "the same through sql.exec"),
     "ws-echo": ("ws:run_echo", "WebSocket echo, 100 connections -> 100 objects vs hypercorn-trio echo"),
+    "ws-hibernate": ("ws:run_hibernate", "10,000 idle WebSockets on hibernated objects: RSS per socket, wake latency"),
     "ws-fanout": ("ws:run_fanout", "one room object, 1,000 subscribers, every message to all"),
     "alarms": ("alarms:run_alarms", "N objects armed, all due in the same second: rates, lateness, duplicates"),
     "alarms-restart": ("alarms:run_restart", "N alarms overdue at start: recovery time, duplicates, latency meanwhile"),

@@ -4,12 +4,17 @@ WebSocket echo, measured in the same run."""
 
 from __future__ import annotations
 
+import http.client
+import json
+import time
+
 from .. import _load, _servers
+from .._proc import open_fds
 from .._common import Options, durabilities, measure_ws_echo, measure_ws_fanout, new_result
 from .._peers import WORKERD_DURABILITY, PeerUnavailable, workerd
 from .._report import Measurement, Progress, ScenarioResult
 
-__all__ = ["run_echo", "run_fanout"]
+__all__ = ["run_echo", "run_fanout", "run_hibernate"]
 
 
 def _runtime(opts: Options) -> dict[str, object] | None:
@@ -130,4 +135,67 @@ def run_fanout(opts: Options, progress: Progress) -> ScenarioResult:
     result.notes.append("deliveries/s counts every message reaching every subscriber; latency is publish -> "
                         "delivery (monotonic clock shared by the client processes)")
     _notes(result)
+    return result
+
+
+def _health(port: int) -> dict | None:  # type: ignore[type-arg]
+    """The server's health JSON, or None when it does not answer in 3 s (at
+    its max_connections, 10,000 by default, it stops accepting)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+    try:
+        conn.request("GET", "/_dotrio/health")
+        return json.loads(conn.getresponse().read())
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+def run_hibernate(opts: Options, progress: Progress) -> ScenarioResult:
+    """N idle WebSockets, one per object, held open until every object has
+    hibernated (evicted, its socket kept by the server): server RSS per
+    socket (issue 6: <= 16 KB), descriptors, then one message on each socket
+    wakes its object: the echo latency is a wake from hibernation."""
+    n = opts.hibernate_sockets
+    hib = 1.0
+    result = new_result("ws-hibernate", opts, sockets=n, hibernation_timeout=hib)
+    paths = [f"/ECHO/h{i}/" for i in range(n)]
+    # idle_timeout too, so that the warm-up objects (whose sockets closed) are gone as well.
+    runtime = {"hibernation_timeout": hib, "idle_timeout": hib, **(_runtime(opts) or {})}
+    held: dict[str, object] = {}
+    with _servers.dotrio(runtime=runtime) as server:
+        # Warm up (imports, first sockets) so that the baseline RSS is the
+        # running server's, then let those objects hibernate too.
+        _load.run_ws_echo(server.port, [f"/ECHO/warm{i}/" for i in range(10)], 0.5)
+        time.sleep(hib + 1.5)
+        rss0, fds0 = server.rss(), open_fds(server.pid)
+
+        def while_held() -> None:
+            progress.update(f"{n:,} sockets open, waiting {hib + 2.5:g} s for every object to hibernate", force=True)
+            time.sleep(hib + 2.5)  # the sweeper runs at least once a second
+            held["rss"], held["fds"] = server.rss(), open_fds(server.pid)
+            held["health"] = _health(server.port)
+
+        progress.update(f"opening {n:,} WebSockets", force=True)
+        r = _load.run_ws_hold(server.port, paths, while_held, processes=max(1, min(4, n // 5000)))
+    progress.done()
+    per = (int(held["rss"]) - rss0) / n  # type: ignore[call-overload]
+    health = held.get("health") or {}
+    runtime_stats = health.get("runtime", health) if isinstance(health, dict) else {}
+    live = runtime_stats.get("live_objects") if isinstance(runtime_stats, dict) else None
+    result.figure("WebSockets held open", n)
+    if health is None or not health:
+        result.notes.append("the health endpoint did not answer while the sockets were held (the server stops "
+                            "accepting at max_connections, 10,000 by default): no live-object count")
+    result.figure("live objects while held (hibernated ones are evicted)", live, "", "~0 (all hibernated)")
+    result.figure("server RSS per hibernated WebSocket", per, "bytes", "<= 16,384 (issue 6)", per <= 16384)
+    result.figure("server RSS before / with the sockets held", f"{rss0 / 2**20:.0f} / {int(held['rss']) / 2**20:.0f}",  # type: ignore[call-overload]
+                  "MiB")
+    result.figure("server fds before / with the sockets held", f"{fds0} / {held['fds']}")
+    result.figure("echoes after waking (one per socket)", r.ops, f"of {n:,}", f"{n:,}", r.ops == n and not r.errors)
+    result.figure("wake-from-hibernation echo p50", r.latency.percentile(50) / 1000, "ms")
+    result.figure("wake-from-hibernation echo p99", r.latency.percentile(99) / 1000, "ms")
+    result.measurements.append(Measurement("dotrio", f"{n:,} hibernated sockets woken at once", r.ops, r.seconds,
+                                           "wakes/s", r.client, r.errors, r.latency, None))
+    result.notes.append("all sockets are woken at the same moment: the latency includes queueing behind the others")
     return result
