@@ -130,7 +130,8 @@ def _running(server: Server, timeout: float = 30.0) -> Iterator[Server]:
 
 
 def dotrio_config(folder: Path, durability: str = "process", data_dir: str | None = None,
-                  runtime: dict[str, object] | None = None, main: str | None = None) -> Path:
+                  runtime: dict[str, object] | None = None, main: str | None = None,
+                  server: dict[str, object] | None = None) -> Path:
     """Writes dotrio.toml and bench_app.py into ``folder``; returns the config."""
     shutil.copy(_APP, folder / "bench_app.py")
     rt = {"durability": durability, **(runtime or {})}
@@ -140,6 +141,8 @@ def dotrio_config(folder: Path, durability: str = "process", data_dir: str | Non
     lines += ["", "[runtime]"]
     for k, v in rt.items():
         lines.append(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"')
+    if server:
+        lines += ["", "[server]"] + [f"{k} = {v!r}" for k, v in server.items()]
     for binding, cls in BINDINGS.items():
         lines += ["", "[[durable_objects.bindings]]", f'name = "{binding}"', f'class_name = "bench_app:{cls}"']
     path = folder / "dotrio.toml"
@@ -149,17 +152,18 @@ def dotrio_config(folder: Path, durability: str = "process", data_dir: str | Non
 
 @contextlib.contextmanager
 def dotrio(durability: str = "process", front_end: str = "fast", runtime: dict[str, object] | None = None,
-           data_dir: str | None = None, main: str | None = None) -> Iterator[Server]:
+           data_dir: str | None = None, main: str | None = None,
+           server: dict[str, object] | None = None) -> Iterator[Server]:
     """``python -m dotrio serve`` on a fresh data dir (unless ``data_dir``)."""
     with tempfile.TemporaryDirectory(prefix="dotrio-bench-") as tmp:
         folder = Path(tmp)
-        cfg = dotrio_config(folder, durability, data_dir, runtime, main)
+        cfg = dotrio_config(folder, durability, data_dir, runtime, main, server)
         port = free_port()
         cmd = [sys.executable, "-m", "dotrio", "serve", str(cfg), "--port", str(port), "--server", front_end,
                "--log-level", "warning"]
-        server = Server(f"dotrio serve ({front_end}, {durability})", cmd, port, folder / "server.log",
-                        cwd=str(folder), ready_path="/_dotrio/health")
-        with _running(server) as s:
+        proc = Server(f"dotrio serve ({front_end}, {durability})", cmd, port, folder / "server.log",
+                      cwd=str(folder), ready_path="/_dotrio/health")
+        with _running(proc) as s:
             yield s
 
 
