@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import inspect
-import os
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -958,8 +957,3 @@ class Transaction:
         self._check()
         self._undo()
         self._rolled_back = True
-
-
-def ensure_dir(path: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-
