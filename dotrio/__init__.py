@@ -9,7 +9,7 @@ from .runtime import Runtime
 from .storage import SqlCursor
 from .websocket import WebSocket, WebSocketPair, WebSocketRequestResponsePair
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "AlarmInfo",

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import outcome
 import trio
 
-from ._codec import decode, encode
+from ._kernels.codec import decode, encode
 from ._errors import OverloadedError
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ import trio
 
 from .._clock import RuntimeClock
 from ..alarms import AlarmManager
-from .._codec import copy as copy_value
+from .._kernels.codec import copy as copy_value
 from .._errors import DotrioError, ObjectResetError
 from ..http import Request, Response
 from ..ids import DurableObjectId, IdFactory, load_or_create_secret

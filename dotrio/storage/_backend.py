@@ -15,7 +15,7 @@ from pathlib import Path
 import apsw
 import trio
 
-from ._coalesce import DEFAULT_CACHE_BUDGET
+from .._kernels.coalesce import DEFAULT_CACHE_BUDGET
 from ._pool import ConnectionPool, PoolStatistics, configure_connection
 
 __all__ = ["StorageBackend", "BackendStatistics", "DURABILITY_LEVELS", "DEFAULT_POOL_SIZE", "COMMIT_THREADS"]
