@@ -74,7 +74,7 @@ from types import MappingProxyType, ModuleType
 from typing import Any, NoReturn
 
 from ._errors import ConfigError
-from .object import DurableObject, WorkerEntrypoint
+from ._object import DurableObject, WorkerEntrypoint
 
 __all__ = [
     "BindingConfig",
