@@ -1,5 +1,8 @@
 """dotrio: Cloudflare-style Durable Objects in Python, on Trio, on one box."""
 
+import os
+from typing import Any
+
 from ._errors import ConfigError as ConfigError
 from ._errors import DotrioError as DotrioError
 from ._errors import ObjectResetError as ObjectResetError
@@ -20,10 +23,23 @@ from ._websocket import WebSocket as WebSocket
 from ._websocket import WebSocketPair as WebSocketPair
 from ._websocket import WebSocketRequestResponsePair as WebSocketRequestResponsePair
 from .runtime import Runtime as Runtime
+from .runtime import set_config_reader as _set_config_reader
 from .runtime._alarms import Schedule as Schedule
 from .storage import SqlCursor as SqlCursor
 
 __version__ = "0.1.0"
+
+
+def _read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    # The composition root wires the config layer into Runtime.from_config:
+    # neither layer imports the other, and the import stays lazy (tomllib and
+    # user modules load only when a config is read).
+    from ._config import runtime_kwargs_from_file
+
+    return runtime_kwargs_from_file(path)
+
+
+_set_config_reader(_read_config)
 
 __all__ = [
     "AlarmInfo",
