@@ -64,8 +64,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import pytest
 
 if TYPE_CHECKING:
-    from .ids import DurableObjectId
-    from .namespace import DurableObjectNamespace, DurableObjectStub
+    from ._ids import DurableObjectId
+    from ._namespace import DurableObjectNamespace, DurableObjectStub
     from .runtime import Runtime
 
 __all__ = [
@@ -321,7 +321,7 @@ async def dotrio_runtime(dotrio_runtime_factory: RuntimeFactory, request: pytest
 
 def runtime_of(stub_or_namespace: DurableObjectStub | DurableObjectNamespace) -> Runtime:
     """The Runtime that hosts a stub's object or a namespace."""
-    from .namespace import DurableObjectNamespace, DurableObjectStub
+    from ._namespace import DurableObjectNamespace, DurableObjectStub
 
     if isinstance(stub_or_namespace, DurableObjectStub):
         return stub_or_namespace.namespace.runtime
@@ -362,7 +362,7 @@ async def run_durable_object_alarm(stub: DurableObjectStub) -> bool:
     from it propagates to the caller instead of being retried. Use
     :func:`advance` to watch the runtime's own alarm driver (and its retries)
     instead."""
-    from .object import AlarmInfo
+    from ._object import AlarmInfo
 
     async def fire(instance: Any, ctx: Any) -> bool:
         if await ctx.storage.get_alarm() is None:

@@ -37,7 +37,8 @@ def _load(config_path: str | None) -> Config:
     if config_path is None:
         found = find_config(".")
         if found is None:
-            _die(f"no config file given and none found: looked for {' and '.join('./' + n for n in CONFIG_NAMES)}",
+            names = [f"./{n}" for n in CONFIG_NAMES]
+            _die(f"no config file given and none found: looked for {', '.join(names[:-1])} and {names[-1]}",
                  EXIT_USAGE)
         config_path = str(found)
     try:
@@ -84,7 +85,7 @@ _CONFIG_ARG = click.argument("config", required=False, type=click.Path(dir_okay=
 def serve(config: str | None, host: str | None, port: int | None, server: str | None,
           max_request_body: int | None, log_level: str, access_log: bool | None,
           shutdown_grace: float | None, certfile: str | None, keyfile: str | None) -> None:
-    """Serve CONFIG (default ./dotrio.toml, else ./wrangler.toml) until SIGTERM/SIGINT."""
+    """Serve CONFIG (default: the first of ./dotrio.toml, ./wrangler.jsonc, ./wrangler.json, ./wrangler.toml) until SIGTERM/SIGINT."""
     if (certfile is None) != (keyfile is None):
         raise click.UsageError("--certfile and --keyfile go together")
     cfg = _load(config)
@@ -131,7 +132,9 @@ def check(config: str | None) -> None:
         renamed = f", stored as {b.namespace!r}" if b.namespace != b.class_name.rpartition(':')[2] else ""
         out(f"  {b.name} -> {b.cls.__module__}.{b.cls.__qualname__}{renamed}")
     if cfg.vars:
-        out(f"vars:     {', '.join(cfg.vars)}")
+        # Names only: values may be secrets (and the others are in the file).
+        shown = [f"{k} (secret: {cfg.secrets[k]})" if k in cfg.secrets else k for k in cfg.vars]
+        out(f"vars:     {', '.join(shown)}")
     if cfg.runtime:
         out("runtime:  " + ", ".join(f"{k}={v!r}" for k, v in cfg.runtime.items()))
     if cfg.migrations:
