@@ -40,7 +40,7 @@ from types import MappingProxyType, ModuleType
 from typing import Any
 
 from .._errors import ConfigError
-from ..object import DurableObject, WorkerEntrypoint
+from .._object import DurableObject, WorkerEntrypoint
 from ._migrations import Replayed, replay_migrations
 from ._schema import (
     CONFIG_NAMES,

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from .._errors import ConfigError
-from ..object import DurableObject, WorkerEntrypoint
+from .._object import DurableObject, WorkerEntrypoint
 
 __all__ = [
     "CONFIG_NAMES",

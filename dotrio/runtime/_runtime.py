@@ -22,13 +22,13 @@ import outcome
 import trio
 
 from .._clock import RuntimeClock
-from ..alarms import AlarmManager
+from ._alarms import AlarmManager
 from .._codec import copy as copy_value
 from .._errors import DotrioError, ObjectResetError
-from ..http import Request, Response
-from ..ids import DurableObjectId, IdFactory, load_or_create_secret
-from ..namespace import DurableObjectNamespace, DurableObjectStub
-from ..object import DurableObject, Env
+from .._http import Request, Response
+from .._ids import DurableObjectId, IdFactory, load_or_create_secret
+from .._namespace import DurableObjectNamespace, DurableObjectStub
+from .._object import DurableObject, Env
 from ..storage import StorageBackend
 from ._actor import Actor, ActorKey, Event, Gone
 
@@ -124,7 +124,7 @@ class Runtime:
         self._events = 0
         self._overloaded = 0
         # Attached by the subsystems that need to see every object.
-        from ..websocket import WebSocketRegistry
+        from ._websockets import WebSocketRegistry
 
         self.websockets = WebSocketRegistry(self)
         self.alarms = AlarmManager(self)

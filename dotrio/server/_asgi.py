@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from ..http import Headers, Request, Response
+from .._http import Headers, Request, Response
 from ._control import ConnectionStatistics, Handler, ServerControl, ServerStatistics
 from ._limits import ServerLimits
 from ._ws import HANDSHAKE_MANAGED, WebSocketProtocolError, check_close_args

@@ -40,9 +40,9 @@ import orjson
 
 from .._config import RESERVED_PREFIX
 from .._errors import ObjectResetError, OverloadedError
-from ..http import Request, Response
-from ..namespace import DurableObjectNamespace, DurableObjectStub
-from ..object import WorkerEntrypoint
+from .._http import Request, Response
+from .._namespace import DurableObjectNamespace, DurableObjectStub
+from .._object import WorkerEntrypoint
 from ..runtime import Runtime
 
 __all__ = ["Dispatcher", "WorkerContext", "HEALTH_PATH"]
