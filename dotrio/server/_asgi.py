@@ -1,7 +1,7 @@
 """The same ``Handler`` as an ASGI app, served by hypercorn's trio worker.
 
 This is the ``--server hypercorn`` path: HTTP/2 (h2c and over TLS with ALPN)
-and TLS, at hypercorn's speed (DESIGN.md, Server).
+and TLS, at hypercorn's speed.
 
 Close codes: hypercorn alone tells an ASGI app only 1000 or 1006 when the
 client closes. ``serve_hypercorn`` enables ``_hypercorn_shim`` for its own
