@@ -36,7 +36,7 @@ import trio
 
 from .._config import Config, load_config
 from .._kernels import kernels_status
-from ..object import WorkerEntrypoint
+from .._object import WorkerEntrypoint
 from ..runtime import Runtime
 from ._control import ServerControl
 from ._dispatch import Dispatcher
