@@ -17,11 +17,13 @@ the twin tests always test both.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
 
 TWINS = ("pure", "compiled")
 

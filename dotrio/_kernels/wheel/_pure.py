@@ -64,9 +64,12 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
-from collections.abc import Hashable
+from typing import TYPE_CHECKING
 
 from .._constants import LEVELS, SLOT_BITS
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
 
 __all__ = [
     "LEVELS",
