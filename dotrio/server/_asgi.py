@@ -22,12 +22,14 @@ from __future__ import annotations
 import logging
 from collections import deque
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
 import trio
 
 from ..http import Headers, Request, Response
 from ._control import ConnectionStatistics, Handler, ServerControl, ServerStatistics
+from ._http1 import HOST_CHARS, ProtocolFailure
 from ._limits import ServerLimits
 from ._ws import HANDSHAKE_MANAGED, WebSocketProtocolError, check_close_args
 
@@ -143,21 +145,39 @@ class ASGIApp:
     # -- helpers -----------------------------------------------------------
 
     @staticmethod
-    def _url(scope: ASGIScope) -> str:
+    def _url(scope: ASGIScope) -> str | ProtocolFailure:
+        """The request's URL from a validated Host and the path + query, or
+        the failure to answer (the same rules as the fast front end)."""
         scheme = scope.get("scheme", "http")
         if scheme == "ws":
             scheme = "http"
         elif scheme == "wss":
             scheme = "https"
-        host = b""
+        host: bytes | None = None
         for name, value in scope["headers"]:
-            if name == b"host":
+            if name == b"host" or name == b":authority":
+                if host is not None and value != host:
+                    return ProtocolFailure(400, "more than one Host header")
                 host = value
-                break
-        if not host and scope.get("server"):
-            server_host, server_port = scope["server"][:2]
-            host = f"{server_host}:{server_port}".encode("latin-1")
         path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        if path[:1] != b"/":
+            # Absolute form (``GET http://host/path``): the target's authority
+            # stands in for Host (RFC 9112 section 3.2.2), routed by its path.
+            lower = path[:8].lower()
+            if lower.startswith(b"http://") or lower.startswith(b"https://"):
+                rest = path.split(b"://", 1)[1]
+                cut = rest.find(b"/")
+                host, path = (rest, b"/") if cut < 0 else (rest[:cut], rest[cut:])
+            else:
+                return ProtocolFailure(400, "unsupported request target")
+        if host and host.translate(None, HOST_CHARS):
+            return ProtocolFailure(400, "bad Host header")
+        if not host:
+            if scope.get("server"):
+                server_host, server_port = scope["server"][:2]
+                host = f"{server_host}:{server_port}".encode("latin-1")
+            else:
+                host = b"localhost"
         query = scope.get("query_string", b"")
         url = scheme.encode("ascii") + b"://" + host + path
         if query:
@@ -193,19 +213,31 @@ class ASGIApp:
                 out.append((name.encode("latin-1"), value.encode("utf-8")))
         return out
 
-    async def _simple(self, send: Any, status: int, text: str) -> None:
+    async def _simple(self, send: Any, status: int, text: str, *, close: bool = False) -> None:
         body = text.encode("utf-8") + b"\n"
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                        (b"content-length", str(len(body)).encode("ascii"))],
-        })
+        headers = [(b"content-type", b"text/plain; charset=utf-8"),
+                   (b"content-length", str(len(body)).encode("ascii"))]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     # -- HTTP --------------------------------------------------------------
 
     async def _http(self, scope: ASGIScope, receive: Any, send: Any) -> None:
+        if scope.get("http_version", "1.1") in ("1.0", "1.1") and smuggling(scope["headers"]):
+            # (Only when the H11 hook below is not installed: it answers these
+            # before the app is called, without hypercorn's close race.)
+            # Answered without reading the body, and the connection closed:
+            # whatever follows in it is never taken for a request.
+            self.protocol_errors += 1
+            await self._simple(send, 400, "Content-Length with Transfer-Encoding", close=True)
+            return
+        url = self._url(scope)
+        if isinstance(url, ProtocolFailure):
+            self.protocol_errors += 1
+            await self._simple(send, url.status, url.reason, close=True)
+            return
         limit = self.limits.max_request_body
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -234,7 +266,7 @@ class ASGIApp:
                 parts.append(chunk)
             if not message.get("more_body", False):
                 break
-        request = Request._trusted(self._url(scope), scope["method"], Headers._from_raw(scope["headers"]), b"".join(parts))
+        request = Request._trusted(url, scope["method"], Headers._from_raw(scope["headers"]), b"".join(parts))
         response = await self._call(request)
         if response is None:
             await self._simple(send, 500, "internal server error")
@@ -260,7 +292,14 @@ class ASGIApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        request = Request._trusted(self._url(scope), "GET", Headers._from_raw(scope["headers"]), b"")
+        url = self._url(scope)
+        if isinstance(url, ProtocolFailure):
+            self.protocol_errors += 1
+            await send({"type": "websocket.http.response.start", "status": url.status,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "websocket.http.response.body", "body": url.reason.encode("utf-8") + b"\n"})
+            return
+        request = Request._trusted(url, "GET", Headers._from_raw(scope["headers"]), b"")
         request._ws_upgrade = True
         response = await self._call(request)
         if response is None or response.status != 101 or response.web_socket is None:
@@ -349,6 +388,100 @@ def asgi_app(handler: Handler, limits: ServerLimits | None = None) -> ASGIApp:
     ``install_ws_close_hook()`` first (``serve_hypercorn`` does).
     """
     return ASGIApp(handler, limits)
+
+
+def smuggling(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Content-Length and Transfer-Encoding together on HTTP/1.x: the two
+    framings disagree about where the body ends (RFC 9112 section 6.1)."""
+    length = chunked = False
+    for name, _ in headers:
+        name = name.lower()
+        if name == b"content-length":
+            length = True
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length and chunked
+
+
+def check_head(target: bytes, headers: list[tuple[bytes, bytes]]) -> ProtocolFailure | None:
+    """The fast front end's checks on an HTTP/1.x request head, for hypercorn:
+    no request smuggling, one valid Host, a path or absolute-form target."""
+    if smuggling(headers):
+        return ProtocolFailure(400, "Content-Length with Transfer-Encoding")
+    host = None
+    for name, value in headers:
+        if name.lower() == b"host":
+            if host is not None:
+                return ProtocolFailure(400, "more than one Host header")
+            host = value
+    if target[:1] != b"/":
+        lower = target[:8].lower()
+        if not (lower.startswith(b"http://") or lower.startswith(b"https://")):
+            return ProtocolFailure(400, "unsupported request target")
+        rest = target.split(b"://", 1)[1]
+        cut = rest.find(b"/")
+        authority = rest if cut < 0 else rest[:cut]
+        if authority.translate(None, HOST_CHARS):
+            return ProtocolFailure(400, "bad Host header")
+    if host and host.translate(None, HOST_CHARS):
+        return ProtocolFailure(400, "bad Host header")
+    return None
+
+
+_h11_hook_state: bool | None = None
+
+
+def install_h11_strict_hook() -> bool:
+    """Make hypercorn's HTTP/1.1 refuse what the fast front end refuses (idempotent).
+
+    Replaces ``hypercorn.protocol.H11Protocol`` (what ``ProtocolWrapper``
+    builds) with a subclass that answers a request failing ``check_head`` with
+    400 and closes the connection before any stream or app sees it. Done in
+    the protocol, in its one reading task: an app answering ``Connection:
+    close`` while a pipelined request waits races hypercorn's own close. If
+    hypercorn's internals change shape the hook is not installed, a warning is
+    logged, and the app makes the same checks (without the race fix).
+    """
+    global _h11_hook_state
+    if _h11_hook_state is not None:
+        return _h11_hook_state
+    import h11
+    import hypercorn.protocol as protocol_module
+    from hypercorn.events import Closed
+
+    base = protocol_module.H11Protocol
+    if not all(hasattr(base, n) for n in ("_create_stream", "_send_h11_event")):
+        log.warning("hypercorn's H11Protocol is not the shape dotrio knows; its HTTP/1.1 "
+                    "request checks run in the app instead")
+        _h11_hook_state = False
+        return False
+
+    class DotrioH11Protocol(base):  # type: ignore[misc, valid-type]
+        """hypercorn's H11Protocol with the fast front end's request checks."""
+
+        async def _create_stream(self, request: Any) -> None:
+            failure = check_head(request.target, list(request.headers.raw_items()))
+            if failure is None:
+                await super()._create_stream(request)
+                return
+            body = failure.reason.encode("utf-8") + b"\n"
+            await self._send_h11_event(h11.Response(
+                status_code=failure.status,
+                reason=HTTPStatus(failure.status).phrase.encode("ascii"),
+                headers=[
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode("ascii")),
+                    (b"connection", b"close"),
+                    *self.config.response_headers("h11"),
+                ],
+            ))
+            await self._send_h11_event(h11.Data(data=body))
+            await self._send_h11_event(h11.EndOfMessage())
+            await self.send(Closed())
+
+    protocol_module.H11Protocol = DotrioH11Protocol  # type: ignore[misc]
+    _h11_hook_state = True
+    return True
 
 
 _hook_state: bool | None = None
@@ -486,6 +619,7 @@ async def serve_hypercorn(
     limits = limits if limits is not None else ServerLimits()
     control = control if control is not None else ServerControl()
     install_ws_close_hook()
+    install_h11_strict_hook()
     app = ASGIApp(handler, limits)
     config = Config()
     bind_host = f"[{host}]" if ":" in host else host

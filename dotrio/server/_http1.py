@@ -71,7 +71,7 @@ class _Reject(Exception):
 Pending = tuple[Request, int, bool, "WSOffer | ProtocolFailure | None"]
 
 # Bytes allowed in a Host header (RFC 3986 reg-name / IP literal, plus port).
-_HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%"
+HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%"
 
 
 def _parse_ws_offer(method: bytes, version: str, headers: list[tuple[bytes, bytes]]) -> WSOffer | ProtocolFailure:
@@ -282,7 +282,7 @@ class HTTP1Parser:
             host = self._default_host
         elif not host:
             host = self._default_host
-        elif host.translate(None, _HOST_CHARS):
+        elif host.translate(None, HOST_CHARS):
             self._reject = ProtocolFailure(400, "bad Host header")
             raise _Reject
         self._host = host
