@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from ..http import Headers, Request, Response
+from .._http import Headers, Request, Response
 from ._control import ConnectionStatistics, Handler, ServerControl, ServerStatistics
 from ._http1 import HOST_CHARS, ProtocolFailure
 from ._limits import ServerLimits

@@ -26,7 +26,7 @@ from typing import Any
 import trio
 from trio.lowlevel import notify_closing, wait_readable, wait_writable
 
-from ..http import Response
+from .._http import Response
 from ._control import (
     BODY,
     HANDLING,

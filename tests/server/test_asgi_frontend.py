@@ -14,7 +14,7 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from dotrio.http import Request, Response
+from dotrio import Request, Response
 from dotrio.server import ServerLimits, asgi_app, serve_hypercorn
 from dotrio.server._asgi import install_ws_close_hook
 
