@@ -1,20 +1,14 @@
 """The same ``Handler`` as an ASGI app, served by hypercorn's trio worker.
 
 This is the ``--server hypercorn`` path: HTTP/2 (h2c and over TLS with ALPN)
-and TLS, at hypercorn's speed (DESIGN.md, Server).
+and TLS, at hypercorn's speed.
 
-Close codes: hypercorn 0.18 tells an ASGI app only 1000 or 1006 when the client
-closes, never the reason, and drops the connection on a bad frame without a
-close frame. ``install_ws_close_hook()`` replaces hypercorn's ``WSStream`` (in
-the two modules that create it, ``hypercorn.protocol.h11`` and ``.h2``) with a
-subclass that keeps the peer's close code and reason from wsproto's
-``CloseConnection`` event and passes them in ``websocket.disconnect`` as
-``code`` and ``reason`` (the ASGI 2.3+ key), plus ``dotrio.clean`` and
-``dotrio.error`` for what ASGI has no words for. It also sends the close frame
-(1002/1007/1009) RFC 6455 asks for before dropping a misbehaving peer. The
-subclass only adds to hypercorn's behaviour, so other ASGI apps in the process
-see correct codes too; if hypercorn's internals change shape, the hook is not
-installed and a warning is logged (codes fall back to hypercorn's 1000/1006).
+Close codes: hypercorn alone tells an ASGI app only 1000 or 1006 when the
+client closes. ``serve_hypercorn`` enables ``_hypercorn_shim`` for its own
+``Config``, which reports the peer's real code and reason in
+``websocket.disconnect`` (``code``, ``reason``, plus ``dotrio.clean`` and
+``dotrio.error``); that shim is the one place dotrio touches hypercorn's
+internals.
 """
 
 from __future__ import annotations
@@ -22,14 +16,14 @@ from __future__ import annotations
 import logging
 from collections import deque
 from functools import partial
-from http import HTTPStatus
 from typing import Any
 
 import trio
 
 from .._http import Headers, Request, Response
 from ._control import ConnectionStatistics, Handler, ServerControl, ServerStatistics
-from ._http1 import HOST_CHARS, ProtocolFailure
+from ._http1 import HOST_CHARS, ProtocolFailure, smuggling
+from ._hypercorn_shim import enable_close_codes, enable_strict_http1
 from ._limits import ServerLimits
 from ._ws import HANDSHAKE_MANAGED, WebSocketProtocolError, check_close_args
 
@@ -226,10 +220,10 @@ class ASGIApp:
 
     async def _http(self, scope: ASGIScope, receive: Any, send: Any) -> None:
         if scope.get("http_version", "1.1") in ("1.0", "1.1") and smuggling(scope["headers"]):
-            # (Only when the H11 hook below is not installed: it answers these
-            # before the app is called, without hypercorn's close race.)
             # Answered without reading the body, and the connection closed:
-            # whatever follows in it is never taken for a request.
+            # whatever follows in it is never taken for a request. (Reached
+            # only when _hypercorn_shim.enable_strict_http1 could not install
+            # its check, which runs before the app without hypercorn's close race.)
             self.protocol_errors += 1
             await self._simple(send, 400, "Content-Length with Transfer-Encoding", close=True)
             return
@@ -384,187 +378,10 @@ class ASGIApp:
 def asgi_app(handler: Handler, limits: ServerLimits | None = None) -> ASGIApp:
     """Wrap ``handler`` as an ASGI 3 application (HTTP, WebSocket, lifespan).
 
-    For exact client close codes and reasons under hypercorn, call
-    ``install_ws_close_hook()`` first (``serve_hypercorn`` does).
+    Under a hypercorn you run yourself, client close codes arrive as
+    hypercorn reports them (1000/1006); ``serve_hypercorn`` gets exact ones.
     """
     return ASGIApp(handler, limits)
-
-
-def smuggling(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Content-Length and Transfer-Encoding together on HTTP/1.x: the two
-    framings disagree about where the body ends (RFC 9112 section 6.1)."""
-    length = chunked = False
-    for name, _ in headers:
-        name = name.lower()
-        if name == b"content-length":
-            length = True
-        elif name == b"transfer-encoding":
-            chunked = True
-    return length and chunked
-
-
-def check_head(target: bytes, headers: list[tuple[bytes, bytes]]) -> ProtocolFailure | None:
-    """The fast front end's checks on an HTTP/1.x request head, for hypercorn:
-    no request smuggling, one valid Host, a path or absolute-form target."""
-    if smuggling(headers):
-        return ProtocolFailure(400, "Content-Length with Transfer-Encoding")
-    host = None
-    for name, value in headers:
-        if name.lower() == b"host":
-            if host is not None:
-                return ProtocolFailure(400, "more than one Host header")
-            host = value
-    if target[:1] != b"/":
-        lower = target[:8].lower()
-        if not (lower.startswith(b"http://") or lower.startswith(b"https://")):
-            return ProtocolFailure(400, "unsupported request target")
-        rest = target.split(b"://", 1)[1]
-        cut = rest.find(b"/")
-        authority = rest if cut < 0 else rest[:cut]
-        if authority.translate(None, HOST_CHARS):
-            return ProtocolFailure(400, "bad Host header")
-    if host and host.translate(None, HOST_CHARS):
-        return ProtocolFailure(400, "bad Host header")
-    return None
-
-
-_h11_hook_state: bool | None = None
-
-
-def install_h11_strict_hook() -> bool:
-    """Make hypercorn's HTTP/1.1 refuse what the fast front end refuses (idempotent).
-
-    Replaces ``hypercorn.protocol.H11Protocol`` (what ``ProtocolWrapper``
-    builds) with a subclass that answers a request failing ``check_head`` with
-    400 and closes the connection before any stream or app sees it. Done in
-    the protocol, in its one reading task: an app answering ``Connection:
-    close`` while a pipelined request waits races hypercorn's own close. If
-    hypercorn's internals change shape the hook is not installed, a warning is
-    logged, and the app makes the same checks (without the race fix).
-    """
-    global _h11_hook_state
-    if _h11_hook_state is not None:
-        return _h11_hook_state
-    import h11
-    import hypercorn.protocol as protocol_module
-    from hypercorn.events import Closed
-
-    base = protocol_module.H11Protocol
-    if not all(hasattr(base, n) for n in ("_create_stream", "_send_h11_event")):
-        log.warning("hypercorn's H11Protocol is not the shape dotrio knows; its HTTP/1.1 "
-                    "request checks run in the app instead")
-        _h11_hook_state = False
-        return False
-
-    class DotrioH11Protocol(base):  # type: ignore[misc, valid-type]
-        """hypercorn's H11Protocol with the fast front end's request checks."""
-
-        async def _create_stream(self, request: Any) -> None:
-            failure = check_head(request.target, list(request.headers.raw_items()))
-            if failure is None:
-                await super()._create_stream(request)
-                return
-            body = failure.reason.encode("utf-8") + b"\n"
-            await self._send_h11_event(h11.Response(
-                status_code=failure.status,
-                reason=HTTPStatus(failure.status).phrase.encode("ascii"),
-                headers=[
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode("ascii")),
-                    (b"connection", b"close"),
-                    *self.config.response_headers("h11"),
-                ],
-            ))
-            await self._send_h11_event(h11.Data(data=body))
-            await self._send_h11_event(h11.EndOfMessage())
-            await self.send(Closed())
-
-    protocol_module.H11Protocol = DotrioH11Protocol  # type: ignore[misc]
-    _h11_hook_state = True
-    return True
-
-
-_hook_state: bool | None = None
-
-
-def install_ws_close_hook() -> bool:
-    """Make hypercorn report the peer's real close code and reason (idempotent).
-
-    Returns whether the hook is in place.
-    """
-    global _hook_state
-    if _hook_state is not None:
-        return _hook_state
-    import hypercorn.protocol.h2 as h2_module
-    import hypercorn.protocol.h11 as h11_module
-    from hypercorn.protocol import ws_stream
-    from hypercorn.protocol.events import StreamClosed
-    from wsproto.connection import ConnectionState
-    from wsproto.events import CloseConnection, Message, Ping
-
-    base = ws_stream.WSStream
-    needed = ("handle", "_handle_events", "_send_wsproto_event", "app_send")
-    if not all(hasattr(base, n) for n in needed) or not hasattr(ws_stream, "FrameTooLargeError") or \
-            h11_module.WSStream is not base or h2_module.WSStream is not base:
-        log.warning("hypercorn's WSStream is not the shape dotrio knows; WebSocket close "
-                    "reasons from clients will not reach handlers under hypercorn")
-        _hook_state = False
-        return False
-
-    class DotrioWSStream(base):  # type: ignore[misc, valid-type]
-        """hypercorn's WSStream, keeping the peer's close code and reason."""
-
-        _dotrio_close: tuple[int, str, bool, str | None] | None = None
-
-        async def handle(self, event: Any) -> None:
-            if isinstance(event, StreamClosed) and not self.closed:  # type: ignore[has-type]
-                self.closed = True
-                if self.app_put is not None:
-                    code, reason, clean, error = self._dotrio_close or (1006, "", False, None)
-                    await self.app_put({
-                        "type": "websocket.disconnect", "code": code, "reason": reason,
-                        "dotrio.clean": clean, "dotrio.error": error,
-                    })
-                return
-            await super().handle(event)
-
-        async def _dotrio_fail(self, code: int, reason: str) -> None:
-            self._dotrio_close = (code, reason, False, reason or str(code))
-            await self._send_wsproto_event(CloseConnection(code=code, reason=reason))
-            await self.send(StreamClosed(stream_id=self.stream_id))
-
-        async def _handle_events(self) -> None:
-            for event in self.connection.events():
-                if isinstance(event, Message):
-                    if self._dotrio_close is not None:
-                        continue
-                    try:
-                        self.buffer.extend(event)
-                    except ws_stream.FrameTooLargeError:
-                        self.buffer.clear()
-                        await self._dotrio_fail(1009, "message too big")
-                        break
-                    if event.message_finished:
-                        await self.app_put(self.buffer.to_message())
-                        self.buffer.clear()
-                elif isinstance(event, Ping):
-                    await self._send_wsproto_event(event.response())
-                elif isinstance(event, CloseConnection):
-                    if self.connection.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
-                        # wsproto reports an unparseable frame this way, state unchanged.
-                        await self._dotrio_fail(int(event.code), event.reason or "")
-                        break
-                    if self._dotrio_close is None:
-                        self._dotrio_close = (int(event.code), event.reason or "", True, None)
-                    if self.connection.state == ConnectionState.REMOTE_CLOSING:
-                        await self._send_wsproto_event(event.response())
-                    await self.send(StreamClosed(stream_id=self.stream_id))
-                    break
-
-    h11_module.WSStream = DotrioWSStream  # type: ignore[misc]
-    h2_module.WSStream = DotrioWSStream  # type: ignore[misc]
-    _hook_state = True
-    return True
 
 
 class _HypercornBackend:
@@ -618,10 +435,10 @@ async def serve_hypercorn(
 
     limits = limits if limits is not None else ServerLimits()
     control = control if control is not None else ServerControl()
-    install_ws_close_hook()
-    install_h11_strict_hook()
     app = ASGIApp(handler, limits)
     config = Config()
+    enable_close_codes(config)
+    enable_strict_http1(config)
     bind_host = f"[{host}]" if ":" in host else host
     config.bind = [f"{bind_host}:{port}"]
     if certfile is not None:

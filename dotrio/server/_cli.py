@@ -1,6 +1,6 @@
 """The ``dotrio`` command (also ``python -m dotrio``).
 
-Commands are registered on the ``main`` click group; later issues add theirs
+Commands are registered on the ``main`` click group; other modules add theirs
 (bench, admin) with ``@main.command()`` or ``main.add_command(...)`` in their
 own modules, imported at the bottom of this file.
 
