@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
-from pathlib import Path
 
 __all__ = ["DurableObjectId", "IdFactory"]
 
