@@ -187,7 +187,9 @@ def test_strict_http1_hook_has_the_shape_it_needs_and_is_per_config() -> None:
     ours, theirs = Config(), Config()
     assert _hypercorn_shim.enable_strict_http1(ours) is True
     assert _hypercorn_shim.enable_strict_http1(ours) is True  # idempotent
-    args = (None, None, None, False, None, None, None)
+    from hypercorn.trio.worker_context import WorkerContext
+
+    args = (WorkerContext(None), None, None, False, None, None, None)
     made = protocol_module.H11Protocol(None, ours, *args)
     assert type(made) is protocol_module.H11Protocol.dotrio_class and isinstance(made, H11Protocol)
     assert type(protocol_module.H11Protocol(None, theirs, *args)) is H11Protocol
