@@ -18,7 +18,7 @@ import click
 
 from .._config import CONFIG_NAMES, Config, find_config, load_config
 from .. import __version__
-from .._errors import ConfigError
+from .._errors import ConfigError, DataDirError
 
 __all__ = ["main"]
 
@@ -106,6 +106,8 @@ def serve(config: str | None, host: str | None, port: int | None, server: str | 
         code = run_server(cfg, **options)
     except ConfigError as exc:  # e.g. the runtime refused a value the file allowed
         _die(str(exc), EXIT_USAGE)
+    except DataDirError as exc:  # in use, read-only, damaged id-secret or alarm index
+        _die(str(exc), EXIT_RUNTIME)
     except OSError as exc:
         where = f"{host or cfg.server.host or '127.0.0.1'}:{port if port is not None else cfg.server.port or 8787}"
         _die(f"cannot serve on {where}: {exc.strerror or exc}", EXIT_RUNTIME)
@@ -205,6 +207,9 @@ def bench(args: tuple[str, ...]) -> None:
         except ImportError:
             _die("the benchmark suite is in the source checkout (benchmarks/): run this from there", EXIT_USAGE)
     sys.exit(bench_main(list(args), prog="dotrio bench"))
+
+
+from . import _cli_fsck  # noqa: E402,F401 - registers `dotrio fsck`
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name="dotrio")
