@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -63,6 +64,26 @@ class RuntimeStatistics:
     overloaded: int
     storage: Any
     alarms: Any = None
+
+
+# The codec says "cannot store ... at value[path]"; across RPC nothing is stored.
+_CODEC_MESSAGE = re.compile(r"cannot store (.+?) at value(\S*?)([;:].*)?$", re.S)
+
+
+def _rpc_copy(value: Any, verb: str, root: str) -> Any:
+    """``copy_value`` for an RPC argument (``verb="pass"``) or result
+    (``"return"``), with errors worded for RPC: "cannot return value of type
+    'generator' from RPC"."""
+    try:
+        return copy_value(value, _PASSTHROUGH)
+    except (TypeError, ValueError) as exc:
+        found = _CODEC_MESSAGE.fullmatch(str(exc))
+        if found is None:
+            raise
+        what, path, rest = found.groups()
+        where = f" (at {root}{path})" if root or path else ""
+        direction = "to" if verb == "pass" else "from"
+        raise type(exc)(f"cannot {verb} {what} {direction} RPC{where}{rest or ''}") from None
 
 
 def _positive(name: str, value: float) -> float:
@@ -337,14 +358,14 @@ class Runtime:
     async def _rpc(
         self, ns: DurableObjectNamespace, oid: DurableObjectId, name: str, args: tuple, kwargs: dict
     ) -> Any:
-        args = copy_value(args, _PASSTHROUGH)
-        kwargs = copy_value(kwargs, _PASSTHROUGH)
+        args = _rpc_copy(args, "pass", "args")
+        kwargs = _rpc_copy(kwargs, "pass", "kwargs")
 
         async def run(instance: Any) -> Any:
             result = getattr(instance, name)(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
-            return copy_value(result, _PASSTHROUGH)
+            return _rpc_copy(result, "return", "")
 
         return await self.call(ns, oid, run)
 
