@@ -4,6 +4,7 @@ import os
 from typing import Any
 
 from ._errors import ConfigError as ConfigError
+from ._errors import DataDirError as DataDirError
 from ._errors import DotrioError as DotrioError
 from ._errors import ObjectResetError as ObjectResetError
 from ._errors import OverloadedError as OverloadedError
@@ -45,6 +46,7 @@ _set_config_reader(_read_config)
 __all__ = [
     "AlarmInfo",
     "ConfigError",
+    "DataDirError",
     "DotrioError",
     "DurableObject",
     "DurableObjectId",

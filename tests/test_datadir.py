@@ -17,7 +17,7 @@ import trio
 
 import dotrio
 from dotrio import DurableObject
-from dotrio._errors import DataDirError
+from dotrio import DataDirError
 from dotrio.runtime._fsck import fsck
 from tests.helpers.readonly import read_only
 
@@ -100,6 +100,7 @@ async def test_locked_alarm_index_is_one_clear_error_and_unwinds(make_runtime, d
 
 async def test_unusable_alarm_index_is_one_clear_error(make_runtime, data_dir):
     await seed(make_runtime, ["a"])
+    damage_index(data_dir, "deleted")
     (data_dir / INDEX).mkdir()
     with pytest.raises(DataDirError, match=r"alarms\.sqlite is a directory; move it away"):
         async with make_runtime({"B": Box}):
@@ -203,18 +204,22 @@ async def test_damaged_index_is_rebuilt_and_alarms_fire(make_runtime, data_dir, 
     assert rows == [("Box", bytes.fromhex(later_id[:32]), now + 3_600_000)]
 
 
-async def test_index_of_a_data_dir_without_alarms_is_made_once(make_runtime, data_dir, caplog):
+async def test_index_is_made_in_a_new_data_dir_and_rebuilt_once_if_lost(make_runtime, data_dir, caplog):
+    caplog.set_level(logging.WARNING, "dotrio.alarms")
     await seed(make_runtime, ["a", "b"])
     assert len((data_dir / "id-secret").read_bytes()) == 32
-    assert not (data_dir / INDEX).exists()  # no objects at start: still made by the first alarm only
-    caplog.set_level(logging.WARNING, "dotrio.alarms")
+    assert (data_dir / INDEX).is_file()  # made (empty) at the first start: later, missing means lost
     async with make_runtime({"B": Box}):
         pass
-    assert "rebuilt from 2 object databases (0 with a wake-up)" in caplog.text
+    assert "rebuilt" not in caplog.text
+    damage_index(data_dir, "deleted")  # e.g. a data dir from before the index was made at start
+    async with make_runtime({"B": Box}):
+        pass
+    assert "was missing: rebuilt from 2 object databases (0 with a wake-up)" in caplog.text
     caplog.clear()
     async with make_runtime({"B": Box}):
         pass
-    assert "rebuilt" not in caplog.text  # the (empty) index now exists: no rescan
+    assert "rebuilt" not in caplog.text  # once: no rescan at every start
 
 
 # ---- a corrupt object file fails only that object ----------------------------------------------

@@ -457,7 +457,11 @@ class AlarmManager:
         assert self._clock is not None
         data_dir = self._runtime.data_dir
         reason = index.rebuild_reason
-        if data_dir is not None and reason is not None and (reason != MISSING or has_object_files(data_dir)):
+        if data_dir is not None and reason == MISSING and not has_object_files(data_dir):
+            # A new data dir: the index is made now, empty (the truth: no
+            # objects), so that a missing index later means a lost one.
+            index.rebuild(())
+        elif data_dir is not None and reason is not None:
             scan = WakeScan()
             rows = ((f.namespace, bytes.fromhex(f.object_id[: 2 * _BASE_BYTES]), w)
                     for f, w in scan_wake_times(data_dir, scan))
