@@ -122,6 +122,8 @@ async def serve(
     limits = dataclasses.replace(limits, max_request_body=body_limit, shutdown_grace=grace if grace > 0 else 0.001)
     if settings is not None and settings.max_connections is not None:
         limits = dataclasses.replace(limits, max_connections=settings.max_connections)
+    if settings is not None and settings.max_buffered_bodies is not None:
+        limits = dataclasses.replace(limits, max_buffered_bodies=settings.max_buffered_bodies)
 
     if server == "fast":
         from ._fast import serve_fast
