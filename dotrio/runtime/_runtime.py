@@ -19,7 +19,7 @@ from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanag
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import outcome
 import trio
@@ -138,7 +138,7 @@ class Runtime:
         self.env = Env({})
         self.clock: RuntimeClock | None = None
         self._nursery: trio.Nursery | None = None
-        self._lifecycle: AbstractAsyncContextManager[Runtime] | None = None
+        self._lifecycle: AbstractAsyncContextManager[None] | None = None
         self._closing = False
         self._dirty: dict[ActorKey, Actor] = {}
         self._flusher_parked: trio.lowlevel.Task | None = None
@@ -168,13 +168,13 @@ class Runtime:
 
     # ---- lifecycle ------------------------------------------------------------------
 
-    async def __aenter__(self) -> Runtime:
+    async def __aenter__(self) -> Self:
         if self._lifecycle is not None:
             raise DotrioError("this Runtime is already running: enter it once")
         lifecycle = self._run()
-        runtime = await lifecycle.__aenter__()
+        await lifecycle.__aenter__()
         self._lifecycle = lifecycle
-        return runtime
+        return self
 
     async def __aexit__(
         self,
@@ -193,7 +193,7 @@ class Runtime:
         return self._nursery is not None and not self._closing
 
     @asynccontextmanager
-    async def _run(self) -> AsyncIterator[Runtime]:
+    async def _run(self) -> AsyncIterator[None]:
         """The whole lifecycle. Everything that can fail at start (the data dir
         lock, the id secret, the alarm index) happens before the root nursery
         opens, and each resource taken is given back by the exit stack if a
@@ -225,7 +225,7 @@ class Runtime:
                         nursery.start_soon(self._flusher)
                         nursery.start_soon(self._sweeper)
                         self.alarms.start(nursery)
-                        yield self
+                        yield
                         # The body finished: undelivered alarms stay persisted (and
                         # fire after a restart) while the objects drain.
                         self.alarms.pause()
