@@ -31,7 +31,9 @@ _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def _die(message: str, code: int) -> NoReturn:
-    click.echo(f"dotrio: error: {message}", err=True)
+    # A config error lists every problem, one per line: each gets the prefix.
+    for line in message.splitlines() or [""]:
+        click.echo(f"dotrio: error: {line}", err=True)
     sys.exit(code)
 
 
