@@ -10,14 +10,15 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 import apsw
 import pytest
 import trio
+import trio.lowlevel
 
 import dotrio
-from dotrio import DurableObject
-from dotrio import DataDirError
+from dotrio import DataDirError, DurableObject
 from dotrio.runtime._fsck import fsck
 from tests.helpers.readonly import read_only
 
@@ -25,7 +26,7 @@ INDEX = "alarms.sqlite"
 
 
 class Box(DurableObject):
-    fired: dict[str, int] = {}
+    fired: ClassVar[dict[str, int]] = {}
 
     async def put(self, value: object) -> None:
         await self.ctx.storage.put("v", value)
@@ -93,7 +94,7 @@ async def test_locked_alarm_index_is_one_clear_error_and_unwinds(make_runtime, d
         other.execute("ROLLBACK")
         other.close()
     # The Trio run is intact (no corrupted cancel scope stack) and the dir usable.
-    await trio.sleep(0)
+    await trio.lowlevel.checkpoint()
     async with make_runtime({"B": Box}) as rt:
         assert await rt.env.B.get_by_name("a").get_alarm() is not None
 
@@ -106,6 +107,18 @@ async def test_unusable_alarm_index_is_one_clear_error(make_runtime, data_dir):
         async with make_runtime({"B": Box}):
             pass  # pragma: no cover
     (data_dir / INDEX).rmdir()
+    async with make_runtime({"B": Box}) as rt:
+        assert await rt.env.B.get_by_name("a").value() == "a"
+
+
+async def test_alarm_index_that_cannot_be_made_is_one_clear_error(make_runtime, data_dir, tmp_path):
+    await seed(make_runtime, ["a"])
+    damage_index(data_dir, "deleted")
+    (data_dir / INDEX).symlink_to(tmp_path / "no-such-dir" / INDEX)  # a rebuild cannot create it
+    with pytest.raises(DataDirError, match=r"cannot use the alarm index \S+alarms\.sqlite \(unable to open"):
+        async with make_runtime({"B": Box}):
+            pass  # pragma: no cover
+    (data_dir / INDEX).unlink()
     async with make_runtime({"B": Box}) as rt:
         assert await rt.env.B.get_by_name("a").value() == "a"
 
@@ -253,7 +266,8 @@ async def test_corrupt_object_fails_only_itself_and_is_counted(make_runtime, dat
 async def test_read_only_data_dir_is_reported_at_start(make_runtime, data_dir):
     await seed(make_runtime, ["a"])
     with read_only(data_dir) as why:
-        with pytest.raises(DataDirError, match=rf"data dir {data_dir} is read-only \({why}\): .*mount it read-write"):
+        expected = rf"data dir {data_dir} is read-only \({why}\): .*mount it read-write"
+        with pytest.raises(DataDirError, match=expected):
             async with make_runtime({"B": Box}):
                 pass  # pragma: no cover
     async with make_runtime({"B": Box}) as rt:

@@ -132,7 +132,7 @@ from croniter import croniter
 
 from .._alarm_index import MISSING, AlarmIndex, IndexStatistics
 from .._codec import decode
-from .._errors import DotrioError, ObjectResetError, StorageError
+from .._errors import DataDirError, DotrioError, ObjectResetError, StorageError
 from .._ids import DurableObjectId
 from .._object import HANDLER_NAMES, AlarmInfo
 from .._wheel import TimerWheel, WheelStatistics
@@ -438,10 +438,16 @@ class AlarmManager:
             self._namespace_id(name)
         self._index = index = AlarmIndex(rt.data_dir, rt.backend.durability)
         try:
-            self._load(index)
-        except _INDEX_CORRUPT as exc:  # found corrupt only while reading its rows
-            index.discard_corrupt(exc)
-            self._load(index)
+            try:
+                self._load(index)
+            except _INDEX_CORRUPT as exc:  # found corrupt only while reading its rows
+                index.discard_corrupt(exc)
+                self._load(index)
+        except (apsw.Error, OSError) as exc:
+            raise DataDirError(
+                f"cannot use the alarm index {index.path} ({exc}): dotrio must be able to read and write it; "
+                "fix its permissions or the disk, or move it away to have it rebuilt at the next start"
+            ) from None
 
     def start(self, nursery: trio.Nursery) -> None:
         """Start the driver and the index writer (after :meth:`open`)."""

@@ -23,6 +23,7 @@ survives the process, at ``"power"`` the machine).
 from __future__ import annotations
 
 import dataclasses
+import math
 import logging
 import os
 import signal
@@ -37,9 +38,10 @@ import trio
 
 from .._config import Config, load_config
 from .._object import WorkerEntrypoint
+from .._context import request_deadline
 from ..runtime import Runtime
 from ._control import ServerControl
-from ._dispatch import Dispatcher
+from ._dispatch import DEFAULT_REQUEST_TIMEOUT, Dispatcher
 from ._limits import ServerLimits
 
 __all__ = ["serve", "run_server", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_SHUTDOWN_GRACE", "SERVERS"]
@@ -56,6 +58,8 @@ _RUNTIME_EXTRA = 2.0
 
 
 async def _background(awaitable: Awaitable[Any]) -> None:
+    # ctx.wait_until work outlives its request: not bound by its deadline.
+    request_deadline.set(math.inf)
     try:
         await awaitable
     except Exception:
@@ -79,6 +83,7 @@ async def serve(
     worker: type[WorkerEntrypoint] | None = None,
     access_log: bool | None = None,
     shutdown_grace: float | None = None,
+    request_timeout: float | None = None,
     certfile: str | None = None,
     keyfile: str | None = None,
     control: ServerControl | None = None,
@@ -90,7 +95,7 @@ async def serve(
     front end's ``ServerControl`` (``port``, ``statistics()``,
     ``shutdown(grace)``). Options left None come from the config's
     ``[server]`` table, then from the defaults (127.0.0.1:8787, ``fast``,
-    10 s grace, no access log). A ``Runtime`` that is not entered yet is
+    10 s grace, no access log, 30 s request timeout). A ``Runtime`` that is not entered yet is
     entered (and closed) here; ``worker`` is then the worker entry, if any.
     """
     config: Config | None
@@ -107,6 +112,7 @@ async def serve(
     server = _pick(server, settings and settings.server, "fast")
     grace = float(_pick(shutdown_grace, settings and settings.shutdown_grace, DEFAULT_SHUTDOWN_GRACE))
     access = bool(_pick(access_log, settings and settings.access_log, False))
+    timeout = float(_pick(request_timeout, settings and settings.request_timeout, DEFAULT_REQUEST_TIMEOUT))
     if server not in SERVERS:
         raise ValueError(f"server must be one of {SERVERS}, got {server!r}")
     if (certfile is not None or keyfile is not None) and server != "hypercorn":
@@ -117,6 +123,8 @@ async def serve(
     limits = dataclasses.replace(limits, max_request_body=body_limit, shutdown_grace=grace if grace > 0 else 0.001)
     if settings is not None and settings.max_connections is not None:
         limits = dataclasses.replace(limits, max_connections=settings.max_connections)
+    if settings is not None and settings.max_buffered_bodies is not None:
+        limits = dataclasses.replace(limits, max_buffered_bodies=settings.max_buffered_bodies)
 
     if server == "fast":
         from ._fast import serve_fast
@@ -143,6 +151,7 @@ async def serve(
                     draining=lambda: control.shutting_down,
                     spawn=lambda aw: bg.start_soon(_background, aw),
                     name=config.name if config is not None else None,
+                    request_timeout=timeout,
                 )
 
                 async def deadline_on_shutdown() -> None:
