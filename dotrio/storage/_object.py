@@ -804,12 +804,14 @@ class ObjectStorage:
         self._begin(conn)
         wrote_before = not opened and conn.txn_state("main") == apsw.SQLITE_TXN_WRITE
         body = query.rstrip().rstrip(";")
-        multi = ";" in body
+        # A multi-statement exec is all-or-nothing, like a single statement. So
+        # is a write with RETURNING, whose changes are all made at its first
+        # step: one whose rows go over max_sql_result_rows must be undone.
+        multi = ";" in body or "returning" in body.lower()
         if multi:
-            # A multi-statement exec is all-or-nothing, like a single statement.
             conn.execute("SAVEPOINT _dotrio_exec")
         try:
-            cursor = run_user_sql(conn, query, bindings, deadline)
+            cursor = run_user_sql(conn, query, bindings, deadline, self._backend.max_sql_result_rows)
         except BaseException as exc:
             if conn.in_transaction and multi:
                 conn.execute("ROLLBACK TO _dotrio_exec")
