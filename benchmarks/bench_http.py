@@ -47,7 +47,7 @@ def _serve(kind: str, port: int) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     if kind == "fast":
-        from dotrio.http import Response
+        from dotrio import Response
         from dotrio.server import serve_fast
 
         async def handler(request: object) -> Response:
@@ -55,7 +55,7 @@ def _serve(kind: str, port: int) -> None:
 
         trio.run(lambda: serve_fast(handler, port=port))
     elif kind == "hypercorn-dotrio":
-        from dotrio.http import Response
+        from dotrio import Response
         from dotrio.server import serve_hypercorn
 
         async def handler2(request: object) -> Response:
@@ -314,7 +314,7 @@ def _write_report(path: Path, results: list[Result], client: str, args: argparse
     lines.append("")
     if ratio is not None:
         lines.append(f"**fast / hypercorn-asgi: {ratio:.1f}× req/s; {cpu_ratio:.1f}× less server CPU per request.**"
-                     " Target (issue 6): ≥ 15× req/s.")
+                     " Target: ≥ 15× req/s.")
         lines.append("")
         lines.append("A server that is not given a whole core (\"server cores busy\" well under 1.0: wrk and other")
         lines.append("work share the 2 cores) serves fewer req/s than its CPU cost allows; on a machine where each")

@@ -1,6 +1,6 @@
 """The ``dotrio`` command (also ``python -m dotrio``).
 
-Commands are registered on the ``main`` click group; later issues add theirs
+Commands are registered on the ``main`` click group; other modules add theirs
 (bench, admin) with ``@main.command()`` or ``main.add_command(...)`` in their
 own modules, imported at the bottom of this file.
 
@@ -10,15 +10,17 @@ config file or bad usage, with the message on stderr and no traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from .._config import CONFIG_NAMES, Config, find_config, load_config
 from .. import __version__
-from .._errors import ConfigError
+from .._errors import ConfigError, DataDirError
 
 __all__ = ["main"]
 
@@ -29,7 +31,9 @@ _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def _die(message: str, code: int) -> NoReturn:
-    click.echo(f"dotrio: error: {message}", err=True)
+    # A config error lists every problem, one per line: each gets the prefix.
+    for line in message.splitlines() or [""]:
+        click.echo(f"dotrio: error: {line}", err=True)
     sys.exit(code)
 
 
@@ -37,7 +41,8 @@ def _load(config_path: str | None) -> Config:
     if config_path is None:
         found = find_config(".")
         if found is None:
-            _die(f"no config file given and none found: looked for {' and '.join('./' + n for n in CONFIG_NAMES)}",
+            names = [f"./{n}" for n in CONFIG_NAMES]
+            _die(f"no config file given and none found: looked for {', '.join(names[:-1])} and {names[-1]}",
                  EXIT_USAGE)
         config_path = str(found)
     try:
@@ -81,13 +86,17 @@ _CONFIG_ARG = click.argument("config", required=False, type=click.Path(dir_okay=
               help="Seconds in-flight work may take after SIGTERM/SIGINT [default: 10].")
 @click.option("--certfile", default=None, type=click.Path(exists=True, dir_okay=False), help="TLS certificate (hypercorn).")
 @click.option("--keyfile", default=None, type=click.Path(exists=True, dir_okay=False), help="TLS private key (hypercorn).")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Where objects' databases live, instead of the config's data_dir (e.g. a container volume).")
 def serve(config: str | None, host: str | None, port: int | None, server: str | None,
           max_request_body: int | None, log_level: str, access_log: bool | None,
-          shutdown_grace: float | None, certfile: str | None, keyfile: str | None) -> None:
-    """Serve CONFIG (default ./dotrio.toml, else ./wrangler.toml) until SIGTERM/SIGINT."""
+          shutdown_grace: float | None, certfile: str | None, keyfile: str | None, data_dir: str | None) -> None:
+    """Serve CONFIG (default: the first of ./dotrio.toml, ./wrangler.jsonc, ./wrangler.json, ./wrangler.toml) until SIGTERM/SIGINT."""
     if (certfile is None) != (keyfile is None):
         raise click.UsageError("--certfile and --keyfile go together")
     cfg = _load(config)
+    if data_dir is not None:
+        cfg = dataclasses.replace(cfg, data_dir=None if data_dir == ":memory:" else Path(data_dir).resolve())
     effective_server = server or cfg.server.server or "fast"
     if certfile is not None and effective_server != "hypercorn":
         raise click.UsageError("TLS needs --server hypercorn")
@@ -105,9 +114,51 @@ def serve(config: str | None, host: str | None, port: int | None, server: str | 
         code = run_server(cfg, **options)
     except ConfigError as exc:  # e.g. the runtime refused a value the file allowed
         _die(str(exc), EXIT_USAGE)
+    except DataDirError as exc:  # in use, read-only, damaged id-secret or alarm index
+        _die(str(exc), EXIT_RUNTIME)
     except OSError as exc:
         where = f"{host or cfg.server.host or '127.0.0.1'}:{port if port is not None else cfg.server.port or 8787}"
         _die(f"cannot serve on {where}: {exc.strerror or exc}", EXIT_RUNTIME)
+    sys.exit(code)
+
+
+@main.command()
+@_CONFIG_ARG
+@click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1, or [server] host].")
+@click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port [default: 8787, or [server] port].")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(_LOG_LEVELS, case_sensitive=False))
+def dev(config: str | None, host: str | None, port: int | None, log_level: str) -> None:
+    """Serve CONFIG and restart it when its code or config changes.
+
+    Watches the config file's folder (*.py, the config file, .dev.vars). A
+    reload drains the running server gracefully (WebSockets are closed with
+    1001 and clients reconnect), keeps the data dir, and starts the new code
+    on the same address; if the new code or config fails to load, the errors
+    are printed and the running version keeps serving.
+    """
+    try:
+        import watchfiles  # noqa: F401
+    except ImportError:
+        _die("dotrio dev needs the watchfiles package: pip install 'dotrio[dev]'", EXIT_USAGE)
+    from ._dev import run_dev
+
+    if config is None:
+        found = find_config(".")
+        if found is None:
+            names = [f"./{n}" for n in CONFIG_NAMES]
+            _die(f"no config file given and none found: looked for {', '.join(names[:-1])} and {names[-1]}",
+                 EXIT_USAGE)
+        config = str(found)
+    _setup_logging(log_level)
+
+    def echo(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    try:
+        code = run_dev(Path(config), host=host, port=port, echo=echo)
+    except OSError as exc:
+        _die(f"cannot serve: {exc.strerror or exc}", EXIT_RUNTIME)
     sys.exit(code)
 
 
@@ -131,7 +182,9 @@ def check(config: str | None) -> None:
         renamed = f", stored as {b.namespace!r}" if b.namespace != b.class_name.rpartition(':')[2] else ""
         out(f"  {b.name} -> {b.cls.__module__}.{b.cls.__qualname__}{renamed}")
     if cfg.vars:
-        out(f"vars:     {', '.join(cfg.vars)}")
+        # Names only: values may be secrets (and the others are in the file).
+        shown = [f"{k} (secret: {cfg.secrets[k]})" if k in cfg.secrets else k for k in cfg.vars]
+        out(f"vars:     {', '.join(shown)}")
     if cfg.runtime:
         out("runtime:  " + ", ".join(f"{k}={v!r}" for k, v in cfg.runtime.items()))
     if cfg.migrations:
@@ -160,6 +213,9 @@ def bench(args: tuple[str, ...]) -> None:
         except ImportError:
             _die("the benchmark suite is in the source checkout (benchmarks/): run this from there", EXIT_USAGE)
     sys.exit(bench_main(list(args), prog="dotrio bench"))
+
+
+from . import _cli_fsck  # noqa: E402,F401 - registers `dotrio fsck`
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name="dotrio")

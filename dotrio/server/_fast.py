@@ -1,6 +1,6 @@
 """dotrio's own Trio HTTP/1.1 + WebSocket front end.
 
-Rules from DESIGN.md (Server), each measured there: one task per connection
+Rules, each chosen by measurement: one task per connection
 with the handler awaited directly in it (no task, channel or event per
 request); one writer per connection; one ``send_all`` per response; timeouts
 enforced by a sweep about once a second instead of a cancel scope per request;
@@ -26,7 +26,7 @@ from typing import Any
 import trio
 from trio.lowlevel import notify_closing, wait_readable, wait_writable
 
-from ..http import Response
+from .._http import Response
 from ._control import (
     BODY,
     HANDLING,
@@ -51,7 +51,7 @@ from ._http1 import (
     render_response,
     render_simple,
 )
-from ._limits import ServerLimits
+from ._limits import BodyBudget, ServerLimits
 from ._ws import HANDSHAKE_MANAGED, FastWebSocket, close_on_shutdown, handshake_response
 
 log = logging.getLogger("dotrio.server")
@@ -71,13 +71,14 @@ class _Conn:
     __slots__ = (
         "server", "sock", "peer", "parser", "state", "requests", "bytes_received",
         "bytes_sent", "cancel_scope", "expired", "created", "ws", "mark", "mark_time",
+        "body_of", "body_start", "body_base",
     )
 
     def __init__(self, server: _Server, sock: _stdsocket.socket, peer: Any) -> None:
         self.server = server
         self.sock = sock
         self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else None
-        self.parser = HTTP1Parser(server.limits, server.default_host)
+        self.parser = HTTP1Parser(server.limits, server.default_host, budget=server.body_budget)
         self.state = IDLE
         self.requests = 0
         self.bytes_received = 0
@@ -88,6 +89,10 @@ class _Conn:
         self.ws: FastWebSocket | None = None
         self.mark: Any = None
         self.mark_time = 0.0
+        # The body being received: which request, since when, from which byte count.
+        self.body_of = -1
+        self.body_start = 0.0
+        self.body_base = 0
 
     # -- I/O used by the WebSocket layer too -------------------------------
 
@@ -138,6 +143,17 @@ class _Conn:
         if state == HANDLING or state == WS_OPEN:
             self.mark = None
             return
+        if state == BODY and limits.min_body_rate:
+            # A minimum rate, not just progress: a body trickled a byte at a
+            # time makes progress forever. Allowed: body_timeout, plus one
+            # second per min_body_rate bytes received.
+            if self.body_of != self.requests:
+                self.body_of = self.requests
+                self.body_start = now
+                self.body_base = self.bytes_received
+            elif now - self.body_start > limits.body_timeout + (self.bytes_received - self.body_base) / limits.min_body_rate:
+                self.expire()
+                return
         if state == IDLE or state == HEADERS or state == WS_CLOSING:
             # Measured from when the state began, whatever trickles in (slowloris).
             key: Any = (state, self.requests)
@@ -149,7 +165,10 @@ class _Conn:
             self.mark_time = now
             return
         if state == IDLE:
-            timeout = limits.keep_alive_timeout
+            # A new connection's first request must start within the header
+            # timeout: a socket that never sends a byte must not hold a
+            # max_connections slot for the whole keep-alive time.
+            timeout = limits.keep_alive_timeout if self.requests else limits.header_timeout
         elif state == HEADERS:
             timeout = limits.header_timeout
         elif state == BODY:
@@ -188,6 +207,7 @@ class _Conn:
                     # Run the WebSocket outside _serve's frame, with the HTTP
                     # parser dropped: an idle socket should cost little memory.
                     client, tail = upgraded
+                    self.parser.release_all()
                     self.parser = None  # type: ignore[assignment]
                     transport = self.ws
                     assert transport is not None
@@ -207,6 +227,8 @@ class _Conn:
         except Exception:
             log.exception("connection %s failed", self.peer)
         finally:
+            if self.parser is not None:
+                self.parser.release_all()
             notify_closing(self.sock)
             self.sock.close()
             server.conns.discard(self)
@@ -259,6 +281,7 @@ class _Conn:
                     data = render_simple(500, "internal server error", server.date_line, keep_alive=keep, head=head)
                 self.state = WRITING
                 await self.send_all(data)
+                parser.release(len(request.body))
                 self.requests += 1
                 if not keep:
                     return None
@@ -295,6 +318,7 @@ class _Conn:
     async def _fail(self, failure: ProtocolFailure) -> None:
         server = self.server
         server.protocol_errors += 1
+        self.parser.release_all()  # nothing more is parsed: no body is kept
         self.state = WRITING
         await self.send_all(render_failure(failure, server.date_line))
         await self._linger()
@@ -370,6 +394,7 @@ class _Server:
         self.listeners = listeners
         self.default_host = default_host
         self.conns: set[_Conn] = set()
+        self.body_budget = BodyBudget(limits.max_buffered_bodies)
         self.slot_lot = trio.lowlevel.ParkingLot()
         self.accept_scope = trio.CancelScope()
         self.date_line = _date_line()

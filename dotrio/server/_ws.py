@@ -21,7 +21,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
-from ..websocket import WebSocketEndpoint, WebSocketTransport
+from .._websocket import WebSocketEndpoint, WebSocketTransport
 from ._control import WS_CLOSING, WS_OPEN
 from ._http1 import status_line
 
@@ -280,7 +280,12 @@ class FastWebSocket:
                             await self._deliver(message)
                     elif isinstance(event, Ping):
                         if ws.state is ConnectionState.OPEN:
+                            # Pongs count against the send buffer like messages:
+                            # a peer that floods pings and never reads is closed
+                            # with 1008 instead of growing the buffer without end.
                             self._queue(ws.send(event.response()))
+                            if self._pending > self._send_limit:
+                                self._overflow()
                     elif isinstance(event, CloseConnection):
                         if ws.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
                             # wsproto reports a frame it could not parse as a

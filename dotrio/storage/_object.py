@@ -1,6 +1,6 @@
 """One object's storage: KV and SQL in one SQLite database, one transaction.
 
-KV writes go to the object's coalescer (``_coalesce``): pending puts and
+KV writes go to the object's coalescer (``dotrio._kernels.coalesce``): pending puts and
 deletes in key order, last write per key wins, read first by every read, and
 merged with the database's range scan by ``list()``. Nothing reaches SQLite
 until the commit, which writes the whole batch with prepared statements in one
@@ -27,19 +27,17 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import apsw
 import trio
 
-from .._codec import decode, encode
+from .._kernels.codec import decode, encode
+from .._kernels.coalesce import MAX_KEY_BYTES, MAX_VALUE_BYTES, MISSING, READY, Coalescer, check_key
 from .._errors import StorageError
-from ._coalesce import MISSING, READY, Coalescer, check_key
 from ._failure import is_environment_failure, storage_failure
 from ._sql import SqlCursor, SqlInterrupted, SqlStorage, run_user_sql
+from ._trio_shim import cancel_for_passed_deadline
 
 if TYPE_CHECKING:
     from ._backend import StorageBackend
 
 __all__ = ["ObjectStorage", "Transaction", "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "AlarmListener", "check_key"]
-
-MAX_KEY_BYTES = 2048
-MAX_VALUE_BYTES = 2 * 1024 * 1024
 
 T = TypeVar("T")
 _UNSET: Any = object()
@@ -147,30 +145,12 @@ def _datetime_ms(when: object) -> int:
 
 def _deadline_cancelled() -> BaseException:
     """What a sync call interrupted by its task's deadline raises: the
-    ``trio.Cancelled`` that Trio itself would raise at the next checkpoint, so
-    that ``fail_after`` turns it into TooSlowError and ``move_on_after``
-    swallows it.
-
-    Trio has no public way to raise Cancelled from sync code, and its cancel
-    scope only catches a Cancelled once the scope is marked cancelled (the run
-    loop does that for an expired deadline on its next pass, which a sync call
-    does not reach). So: find the scope whose deadline passed, cancel it (public
-    ``cancel()``, what the run loop is about to do anyway) and create the
-    exception through Trio's private constructor. Should Trio's internals
-    change, the fallback is a StorageError saying what happened.
-    """
-    try:
-        status = trio.lowlevel.current_task()._cancel_status  # type: ignore[attr-defined]
-        now = trio.current_time()
-        while status is not None:
-            scope = status._scope
-            if scope.deadline <= now:
-                scope.cancel()
-                return trio.Cancelled._create(source="deadline")  # type: ignore[attr-defined]
-            status = status.parent
-    except (AttributeError, TypeError):
-        pass
-    return StorageError("sql.exec() was interrupted because its deadline passed; the statement was rolled back")
+    ``trio.Cancelled`` Trio itself would raise at the next checkpoint (so
+    ``fail_after`` turns it into TooSlowError and ``move_on_after`` swallows
+    it), made by the Trio shim; a StorageError saying so if the shim cannot."""
+    return cancel_for_passed_deadline() or StorageError(
+        "sql.exec() was interrupted because its deadline passed; the statement was rolled back"
+    )
 
 
 class ObjectStorage:
@@ -254,7 +234,16 @@ class ObjectStorage:
         try:
             conn = self._backend.connect(self._path, create, self._on_pool_close)
         except Exception as exc:
-            raise self._failed("could not open (or create) its database" if create else "could not open its database", exc) from exc
+            if not create:
+                # A failed read changes nothing: the caller gets the
+                # StorageError (a handler that lets it escape answers 500, or
+                # 503 "storage full"); the object need not reset.
+                err = storage_failure(f"object {self._namespace}/{self._object_id}: could not open its database", exc)
+            else:
+                err = self._failed("could not open (or create) its database", exc)
+            if err is exc:
+                raise
+            raise err from exc
         self._conn = conn
         self._absent = conn is None
         return conn
@@ -891,12 +880,14 @@ class ObjectStorage:
         self._begin(conn)
         wrote_before = not opened and conn.txn_state("main") == apsw.SQLITE_TXN_WRITE
         body = query.rstrip().rstrip(";")
-        multi = ";" in body
+        # A multi-statement exec is all-or-nothing, like a single statement. So
+        # is a write with RETURNING, whose changes are all made at its first
+        # step: one whose rows go over max_sql_result_rows must be undone.
+        multi = ";" in body or "returning" in body.lower()
         if multi:
-            # A multi-statement exec is all-or-nothing, like a single statement.
             conn.execute("SAVEPOINT _dotrio_exec")
         try:
-            cursor = run_user_sql(conn, query, bindings, deadline)
+            cursor = run_user_sql(conn, query, bindings, deadline, self._backend.max_sql_result_rows)
         except BaseException as exc:
             if conn.in_transaction and multi:
                 conn.execute("ROLLBACK TO _dotrio_exec")

@@ -11,7 +11,7 @@ import h11
 import pytest
 import trio
 
-from dotrio.http import Request, Response
+from dotrio import Request, Response
 from dotrio.server import ServerControl, ServerLimits, serve_fast, serve_hypercorn
 
 KINDS = ["fast", "hypercorn"]
@@ -117,7 +117,7 @@ async def read_until_eof(stream: trio.SocketStream, deadline: float = 10.0) -> b
 
 
 class EchoClient:
-    """Test double of the runtime's client WebSocket (``dotrio.websocket``).
+    """Test double of the runtime's client WebSocket (``dotrio._websocket``).
 
     ``_attach`` takes the front end's transport and returns the endpoint (itself).
     It echoes messages, and obeys a few commands sent as text.
@@ -179,7 +179,7 @@ class App:
                 "ws": request._ws_upgrade,
             })
         if path == "/status":
-            code = int(request.query.split("=", 1)[1])
+            code = int(request.query["code"])
             return Response(b"" if code in (204, 304) else b"status body", status=code,
                             headers=[("x-a", "1"), ("set-cookie", "a=1"), ("set-cookie", "b=2")])
         if path == "/close":
