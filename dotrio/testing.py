@@ -243,7 +243,9 @@ def _require_virtual_time(what: str) -> None:
     if policy is not None and policy.real_time:
         return
     hint = policy.hint if policy is not None else (
-        "outside a pytest run, pass clock=trio.testing.MockClock(autojump_threshold=0) to trio.run"
+        "dotrio's pytest plugin did not set this test up (load it with -p dotrio.testing if the "
+        "pytest11 entry point is not installed), so ask for pytest-trio's autojump_clock fixture; "
+        "outside pytest, pass clock=trio.testing.MockClock(autojump_threshold=0) to trio.run"
     )
     raise RuntimeError(
         f"{what} needs dotrio's virtual time, but this test runs on the real clock "
