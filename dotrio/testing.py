@@ -207,12 +207,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if chosen is not None
             else None
         )
-        item.stash[_HINT] = (
-            f"the test runs under {name}, which ignored the clock dotrio passed it; "
-            "use a runner that accepts clock= (as trio.run does) or " + _DEFAULT_HINT
-            if name is not None
-            else f"the runner named by the trio_run ini option ignored the clock dotrio passed it; {_DEFAULT_HINT}"
-        )
+        if name is not None:
+            item.stash[_HINT] = (
+                f"the test runs under {name}, which ignored the clock dotrio passed it; "
+                f"use a runner that accepts clock= (as trio.run does) or {_DEFAULT_HINT}"
+            )
+        else:
+            item.stash[_HINT] = (
+                f"the runner named by the trio_run ini option ignored the clock dotrio passed it; {_DEFAULT_HINT}"
+            )
         item.add_marker(pytest.mark.trio(run=_virtual_runner(item, chosen)), append=False)
 
 

@@ -1,4 +1,4 @@
-"""The one place dotrio reaches into hypercorn's internals (issue 10, item 4):
+"""The one place dotrio reaches into hypercorn's internals:
 exact WebSocket close codes under ``--server hypercorn``.
 
 hypercorn (0.16 to 0.18) tells an ASGI app only 1000 or 1006 when the client
