@@ -467,7 +467,7 @@ def render(
     b = s["baseline"]
     now = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "# Alarms at scale (issue 4)",
+        "# Alarms at scale",
         "",
         f"* Date: {now}",
         f"* Command: `{command}`",

@@ -249,10 +249,11 @@ class Checker:
             self.fail(key, "an array of class names", value)
         return tuple(class_part(self, f"{key}[{i}]", item) for i, item in enumerate(value))
 
-    def unknown(self, key: str, allowed: Iterable[str], note: str = "") -> NoReturn:
-        """An unknown key: the message lists the known ones and the closest match."""
+    def unknown(self, key: str, allowed: Iterable[str], note: str = "", also: Iterable[str] = ()) -> NoReturn:
+        """An unknown key: the message lists the known ones and the closest
+        match among them and ``also`` (keys accepted but not listed)."""
         allowed = list(allowed)
-        guess = did_you_mean(key, allowed)
+        guess = did_you_mean(key, [*allowed, *also])
         detail = "this key is unknown" + (f"; did you mean {guess!r}?" if guess else "")
         self.fail(key, f"a known key (one of: {', '.join(allowed)}{note})", detail=detail)
 
@@ -277,7 +278,7 @@ def check_top_level(check: Checker, data: Mapping[str, Any]) -> None:
             if key in WRANGLER_ONLY:
                 check.warn(key, "only wrangler uses this key; dotrio ignores it")
             elif key not in TOP_KEYS:
-                check.unknown(key, sorted(TOP_KEYS), " (and wrangler-only keys, ignored)")
+                check.unknown(key, sorted(TOP_KEYS), " (and wrangler-only keys, ignored)", also=WRANGLER_ONLY)
 
 
 def load_runtime(check: Checker, value: Any) -> dict[str, Any]:
