@@ -15,7 +15,7 @@ from pathlib import Path
 import apsw
 import trio
 
-from ._coalesce import DEFAULT_CACHE_BUDGET
+from .._kernels.coalesce import DEFAULT_CACHE_BUDGET
 from ._pool import ConnectionPool, PoolStatistics, configure_connection
 from ._sql import DEFAULT_MAX_SQL_RESULT_ROWS
 
