@@ -17,7 +17,7 @@ from http import HTTPStatus
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from .._http import Headers, Request, Response
-from ._limits import ServerLimits
+from ._limits import BodyBudget, ServerLimits
 
 # The most one receive can bring; the raw header-size bound allows for it.
 RECV_SIZE = 64 * 1024
@@ -60,6 +60,10 @@ class WSOffer:
         self.protocols = protocols
 
 
+# Over the server's max_buffered_bodies: the client may retry soon.
+_BUSY = ProtocolFailure(503, "server busy: too many request bodies in memory", (("retry-after", "1"),))
+
+
 class _Reject(Exception):
     """Raised inside a parser callback to stop llhttp; the status is kept on the parser."""
 
@@ -71,7 +75,7 @@ class _Reject(Exception):
 Pending = tuple[Request, int, bool, "WSOffer | ProtocolFailure | None"]
 
 # Bytes allowed in a Host header (RFC 3986 reg-name / IP literal, plus port).
-_HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%"
+HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%"
 
 
 def _parse_ws_offer(method: bytes, version: str, headers: list[tuple[bytes, bytes]]) -> WSOffer | ProtocolFailure:
@@ -111,6 +115,45 @@ def _parse_ws_offer(method: bytes, version: str, headers: list[tuple[bytes, byte
     return WSOffer(key, protocols)
 
 
+def smuggling(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Content-Length and Transfer-Encoding together: the two framings
+    disagree about where the body ends (RFC 9112 section 6.1)."""
+    length = chunked = False
+    for name, _ in headers:
+        name = name.lower()
+        if name == b"content-length":
+            length = True
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length and chunked
+
+
+def check_head(target: bytes, headers: list[tuple[bytes, bytes]]) -> ProtocolFailure | None:
+    """This parser's checks on an HTTP/1.x request head, for other parsers
+    (hypercorn's): no request smuggling, at most one Host and a valid one, a
+    path or absolute-form target with a valid authority."""
+    if smuggling(headers):
+        return ProtocolFailure(400, "Content-Length with Transfer-Encoding")
+    host = None
+    for name, value in headers:
+        if name.lower() == b"host":
+            if host is not None:
+                return ProtocolFailure(400, "more than one Host header")
+            host = value
+    if target[:1] != b"/":
+        lower = target[:8].lower()
+        if not (lower.startswith(b"http://") or lower.startswith(b"https://")):
+            return ProtocolFailure(400, "unsupported request target")
+        rest = target.split(b"://", 1)[1]
+        cut = rest.find(b"/")
+        authority = rest if cut < 0 else rest[:cut]
+        if authority.translate(None, HOST_CHARS):
+            return ProtocolFailure(400, "bad Host header")
+    if host and host.translate(None, HOST_CHARS):
+        return ProtocolFailure(400, "bad Host header")
+    return None
+
+
 class HTTP1Parser:
     """Request parsing state of one connection; see the module docstring.
 
@@ -128,10 +171,18 @@ class HTTP1Parser:
         "_headers", "_body", "_body_len", "_hdr_bytes", "_raw_hdr",
         "_max_header_bytes", "_max_header_count", "_max_body",
         "_reject", "_keep_alive", "_method", "_host", "_ws", "_target",
+        "_budget", "held", "_chunks", "_raw_body",
     )
 
-    def __init__(self, limits: ServerLimits, default_host: str, scheme: str = "http") -> None:
+    def __init__(
+        self, limits: ServerLimits, default_host: str, scheme: str = "http", budget: BodyBudget | None = None
+    ) -> None:
         self._limits = limits
+        # Body bytes charged to the server's budget and not yet released.
+        self._budget = budget
+        self.held = 0
+        self._chunks = -1  # not a chunked body
+        self._raw_body = 0
         self._prefix = (scheme + "://").encode("ascii")
         self._default_host = default_host.encode("latin-1")
         self.events: deque[Pending | ProtocolFailure] = deque()
@@ -162,6 +213,9 @@ class HTTP1Parser:
     def feed(self, data: bytes) -> None:
         if self.failed or self.upgraded:
             return
+        in_body = self.in_message and self.headers_done
+        if in_body:
+            self._raw_body += len(data)
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as exc:
@@ -182,6 +236,23 @@ class HTTP1Parser:
             self._raw_hdr += len(data)
             if self._raw_hdr > self._limits.max_header_bytes + RECV_SIZE:
                 self._fail(ProtocolFailure(431, "request headers too large"))
+        elif in_body and self._chunks >= 0 and self.in_message:
+            # llhttp skips chunk extensions without a callback or a limit: what
+            # a chunked body sent beyond its data and framing (up to 24 bytes a
+            # chunk) is extensions (and trailers), held to the header limit.
+            if self._raw_body - self._body_len - 24 * (self._chunks + 1) > self._max_header_bytes:
+                self._fail(ProtocolFailure(413, "chunk extensions too large"))
+
+    def release(self, n: int) -> None:
+        """The request whose body had ``n`` bytes was answered: give them back."""
+        n = min(n, self.held)
+        self.held -= n
+        if self._budget is not None:
+            self._budget.release(n)
+
+    def release_all(self) -> None:
+        """The connection is done: give back every body byte it still held."""
+        self.release(self.held)
 
     def eof(self) -> None:
         """The peer closed its side: a half-received request is an error."""
@@ -216,6 +287,8 @@ class HTTP1Parser:
         self._body_len = 0
         self._hdr_bytes = 0
         self._raw_hdr = 0
+        self._chunks = -1  # not a chunked body
+        self._raw_body = 0
 
     def on_url(self, url: bytes) -> None:
         # llhttp may hand the URL over in pieces (one per receive).
@@ -264,6 +337,8 @@ class HTTP1Parser:
                 expect = value
             elif n == b"upgrade":
                 upgrade = value
+            elif n == b"transfer-encoding":
+                self._chunks = 0
         # The version costs a string format; most requests never need it.
         version = None
         if parser.should_keep_alive():
@@ -282,7 +357,7 @@ class HTTP1Parser:
             host = self._default_host
         elif not host:
             host = self._default_host
-        elif host.translate(None, _HOST_CHARS):
+        elif host.translate(None, HOST_CHARS):
             self._reject = ProtocolFailure(400, "bad Host header")
             raise _Reject
         self._host = host
@@ -299,6 +374,10 @@ class HTTP1Parser:
             # Answered before the body is read, even with Expect: 100-continue.
             self._reject = ProtocolFailure(413, "request body too large")
             raise _Reject
+        budget = self._budget
+        if clen is not None and budget is not None and budget.used + int(clen) > budget.limit:
+            self._reject = _BUSY
+            raise _Reject
         if expect is not None:
             if expect.strip().lower() != b"100-continue":
                 self._reject = ProtocolFailure(417, "unsupported Expect")
@@ -311,13 +390,23 @@ class HTTP1Parser:
         else:
             self._ws = None
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
     def on_body(self, body: bytes) -> None:
         self.need_continue = False
         self._body.append(body)
-        self._body_len += len(body)
+        n = len(body)
+        self._body_len += n
         if self._body_len > self._max_body:
             self._reject = ProtocolFailure(413, "request body too large")
             raise _Reject
+        budget = self._budget
+        if budget is not None:
+            self.held += n
+            if not budget.charge(n):
+                self._reject = _BUSY
+                raise _Reject
 
     def on_message_complete(self) -> None:
         self.in_message = False

@@ -23,11 +23,13 @@ survives the process, at ``"power"`` the machine).
 from __future__ import annotations
 
 import dataclasses
+import math
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,10 +37,12 @@ from typing import Any
 import trio
 
 from .._config import Config, load_config
+from .._context import request_deadline
+from .._kernels import kernels_status
 from .._object import WorkerEntrypoint
 from ..runtime import Runtime
 from ._control import ServerControl
-from ._dispatch import Dispatcher
+from ._dispatch import DEFAULT_REQUEST_TIMEOUT, Dispatcher
 from ._limits import ServerLimits
 
 __all__ = ["serve", "run_server", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_SHUTDOWN_GRACE", "SERVERS"]
@@ -55,6 +59,8 @@ _RUNTIME_EXTRA = 2.0
 
 
 async def _background(awaitable: Awaitable[Any]) -> None:
+    # ctx.wait_until work outlives its request: not bound by its deadline.
+    request_deadline.set(math.inf)
     try:
         await awaitable
     except Exception:
@@ -78,6 +84,7 @@ async def serve(
     worker: type[WorkerEntrypoint] | None = None,
     access_log: bool | None = None,
     shutdown_grace: float | None = None,
+    request_timeout: float | None = None,
     certfile: str | None = None,
     keyfile: str | None = None,
     control: ServerControl | None = None,
@@ -89,7 +96,7 @@ async def serve(
     front end's ``ServerControl`` (``port``, ``statistics()``,
     ``shutdown(grace)``). Options left None come from the config's
     ``[server]`` table, then from the defaults (127.0.0.1:8787, ``fast``,
-    10 s grace, no access log). A ``Runtime`` that is not entered yet is
+    10 s grace, no access log, 30 s request timeout). A ``Runtime`` that is not entered yet is
     entered (and closed) here; ``worker`` is then the worker entry, if any.
     """
     config: Config | None
@@ -106,6 +113,7 @@ async def serve(
     server = _pick(server, settings and settings.server, "fast")
     grace = float(_pick(shutdown_grace, settings and settings.shutdown_grace, DEFAULT_SHUTDOWN_GRACE))
     access = bool(_pick(access_log, settings and settings.access_log, False))
+    timeout = float(_pick(request_timeout, settings and settings.request_timeout, DEFAULT_REQUEST_TIMEOUT))
     if server not in SERVERS:
         raise ValueError(f"server must be one of {SERVERS}, got {server!r}")
     if (certfile is not None or keyfile is not None) and server != "hypercorn":
@@ -116,6 +124,8 @@ async def serve(
     limits = dataclasses.replace(limits, max_request_body=body_limit, shutdown_grace=grace if grace > 0 else 0.001)
     if settings is not None and settings.max_connections is not None:
         limits = dataclasses.replace(limits, max_connections=settings.max_connections)
+    if settings is not None and settings.max_buffered_bodies is not None:
+        limits = dataclasses.replace(limits, max_buffered_bodies=settings.max_buffered_bodies)
 
     if server == "fast":
         from ._fast import serve_fast
@@ -127,7 +137,7 @@ async def serve(
         front = partial(serve_hypercorn, host=host, port=port, limits=limits, certfile=certfile, keyfile=keyfile)
 
     control = control if control is not None else ServerControl()
-    owned = getattr(runtime, "_nursery", None) is None
+    owned = not runtime.running
     # Bounds the runtime's drain once a shutdown has begun (Runtime's own
     # drain_timeout may be longer than the grace the operator asked for).
     hard = trio.CancelScope()
@@ -142,6 +152,7 @@ async def serve(
                     draining=lambda: control.shutting_down,
                     spawn=lambda aw: bg.start_soon(_background, aw),
                     name=config.name if config is not None else None,
+                    request_timeout=timeout,
                 )
 
                 async def deadline_on_shutdown() -> None:
@@ -153,6 +164,7 @@ async def serve(
 
                 bg.start_soon(deadline_on_shutdown)
                 started = await bg.start(partial(front, dispatcher, control=control))
+                _log_kernels()
                 log.info("dotrio: serving %s on %s (%s front end)", config.name if config and config.name else "app",
                          started.url, server)
                 task_status.started(started)
@@ -165,22 +177,29 @@ async def serve(
         log.warning("dotrio: shutdown deadline passed; unfinished object work was cancelled (nothing uncommitted was acknowledged)")
 
 
-class _maybe_enter:  # noqa: N801 - used like a function
+def _log_kernels() -> None:
+    """Log which kernels run compiled, and warn for each that fell back to its
+    pure-Python twin without ``DOTRIO_NO_EXTENSIONS`` asking for it."""
+    status = kernels_status()
+    log.info("dotrio: kernels: %s", ", ".join(
+        f"{s.name} {'compiled' if s.compiled else 'pure Python (DOTRIO_NO_EXTENSIONS)' if s.disabled else 'PURE PYTHON'}"
+        for s in status))
+    for s in status:
+        if not s.compiled and not s.disabled:
+            log.warning(
+                "dotrio: the %s kernel runs on its pure-Python twin, several times slower, because its compiled "
+                "extension did not load (%s). Reinstall dotrio where a C compiler is available, or set "
+                "DOTRIO_NO_EXTENSIONS=1 to choose the twins and silence this warning.", s.name, s.error)
+
+
+@asynccontextmanager
+async def _maybe_enter(runtime: Runtime, owned: bool) -> AsyncIterator[Runtime]:
     """``async with runtime`` when we own it, else nothing."""
-
-    def __init__(self, runtime: Runtime, owned: bool) -> None:
-        self.runtime = runtime
-        self.owned = owned
-
-    async def __aenter__(self) -> Runtime:
-        if self.owned:
-            await self.runtime.__aenter__()
-        return self.runtime
-
-    async def __aexit__(self, *exc: Any) -> bool | None:
-        if self.owned:
-            return await self.runtime.__aexit__(*exc)
-        return None
+    if owned:
+        async with runtime:
+            yield runtime
+    else:
+        yield runtime
 
 
 def _collapse(exc: BaseException) -> BaseException:
