@@ -127,11 +127,11 @@ async def test_runtime_body_and_shutdown_still_work(make_runtime):
     # The lifecycle is one context manager: an error in the body still closes
     # everything and reaches the caller; a Runtime is entered once at a time.
     rt = make_runtime({"B": Box})
-    with pytest.raises(BaseExceptionGroup) as info:
+    with pytest.raises((KeyError, BaseExceptionGroup)) as info:
         async with rt:
             await rt.env.B.get_by_name("a").put(1)
             raise KeyError("body")
-    assert info.group_contains(KeyError)
+    assert isinstance(info.value, KeyError) or info.group_contains(KeyError)
     assert not rt.running
     async with make_runtime({"B": Box}) as rt2:
         assert rt2.running

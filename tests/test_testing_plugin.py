@@ -579,3 +579,31 @@ async def test_advance_on_the_real_clock_when_asked():
             "*advance(10) needs dotrio's virtual time, but this test runs on the real clock*"
             "autojump_clock*real_time=True*",
         ])
+
+
+def test_fixtures_imported_without_the_plugin_still_refuse_real_time(pytester: pytest.Pytester) -> None:
+    # tests/examples does this: fixtures imported in a conftest, plugin hooks not loaded.
+    write_objects(pytester)
+    pytester.makeconftest("from dotrio.testing import dotrio_data_dir, dotrio_runtime_factory\n")
+    pytester.makepyfile(
+        test_imported='''
+from objects import *
+
+
+@pytest.mark.trio
+async def test_without_a_clock(dotrio_runtime_factory):
+    dotrio_runtime_factory({"COUNTER": Counter})
+
+
+@pytest.mark.trio
+async def test_with_autojump_clock(dotrio_runtime_factory, autojump_clock):
+    async with dotrio_runtime_factory({"COUNTER": Counter}) as rt:
+        t0 = time.monotonic()
+        await advance(3600)
+        assert time.monotonic() - t0 < 5
+'''
+    )
+    # A subprocess: in-process, this outer test's own plugin state would be visible.
+    result = pytester.runpytest_subprocess("-p", "no:dotrio", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*dotrio's pytest plugin did not set this test up*autojump_clock*"])
