@@ -96,7 +96,14 @@ def _positive(name: str, value: float) -> float:
 
 
 class Runtime:
-    """Hosts Durable Object classes in-process; the same thing the server runs."""
+    """Hosts Durable Object classes in-process; the same thing the server runs.
+
+    ``async with`` it to run it. With a ``data_dir``, entering takes the data
+    dir's lock (one process per data dir), reads its id secret and opens the
+    alarm index (rebuilding it from the objects' databases if it is missing,
+    empty or corrupt); any of these failing raises
+    :class:`~dotrio.DataDirError` naming the file, what is wrong and what to
+    do, with nothing left open."""
 
     def __init__(
         self,
