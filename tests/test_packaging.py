@@ -113,3 +113,14 @@ def elf_sections(data: bytes) -> set[str]:
         start = strtab_offset + name_offset
         names.add(data[start:data.index(b"\0", start)].decode())
     return names
+
+
+def test_a_source_tree_without_the_kernels_refuses_to_build(tmp_path: Path) -> None:
+    # What an sdist without the .pyx files used to become: a pure py3-none-any wheel.
+    shutil.copy(REPO / "setup.py", tmp_path)
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    (tmp_path / "dotrio" / "_kernels").mkdir(parents=True)
+    shutil.copy(REPO / "dotrio" / "_kernels" / "_constants.py", tmp_path / "dotrio" / "_kernels")
+    done = subprocess.run([sys.executable, "setup.py", "--name"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "no kernel sources found under" in done.stderr
