@@ -76,7 +76,7 @@ def pct(values: list[float], q: float) -> float:
 
 def section_memory(n: int, root: Path) -> dict[str, Any]:
     from dotrio._alarm_index import AlarmIndex
-    from dotrio._wheel import USING_EXTENSION, TimerWheel
+    from dotrio._kernels.wheel import USING_EXTENSION, TimerWheel
 
     rng = random.Random(1)
     data_dir = root / "memory"

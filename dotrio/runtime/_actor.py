@@ -20,6 +20,7 @@ gets ObjectResetError, queued events go to a fresh instance.
 
 from __future__ import annotations
 
+import logging
 import math
 import types
 from collections import deque
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from ._runtime import Namespace, Runtime
 
 __all__ = ["Actor", "Event", "ActorStatistics"]
+
+log = logging.getLogger("dotrio.runtime")
 
 ActorKey = tuple[str, str]
 
@@ -74,13 +77,15 @@ class Event:
 
 
 class _Generation:
-    __slots__ = ("scope", "nursery", "resetting", "reason", "reset_when_idle", "ready")
+    __slots__ = ("scope", "nursery", "resetting", "reason", "cause", "reset_when_idle", "ready")
 
     def __init__(self) -> None:
         self.scope: trio.CancelScope | None = None
         self.nursery: trio.Nursery | None = None
         self.resetting = False
         self.reason = "the object was reset"
+        # The failure that reset the object (the ObjectResetError's __cause__).
+        self.cause: BaseException | None = None
         self.reset_when_idle = False
         # Constructed (and on_start done): runners deliver events.
         self.ready = False
@@ -166,7 +171,12 @@ class Actor:
         request_deadline.set(math.inf)
         try:
             while not self.evicted:
-                await self._generation()
+                try:
+                    await self._generation()
+                except Exception as exc:
+                    # Whatever escaped this object's generation (a bug, or a
+                    # failure nothing else caught) resets this object only.
+                    self.reset(f"{type(exc).__name__}: {exc}", exc)
         finally:
             # Runtime shutdown: nobody will deliver what is still queued.
             while self._inbox:
@@ -315,25 +325,25 @@ class Actor:
                     value = await self._drive_until(event, deadline)
                 result: outcome.Outcome = outcome.Value(value)
             except trio.Cancelled:
-                event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                event.reply(outcome.Error(_reset_error(gen)))
                 raise
             except Exception as exc:
                 if gen.resetting:
-                    event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                    event.reply(outcome.Error(_reset_error(gen)))
                     return
                 result = outcome.Error(exc)
             if gen.resetting:
-                event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                event.reply(outcome.Error(_reset_error(gen)))
                 return
             try:
                 await self.output_gate()
             except trio.Cancelled:
-                event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                event.reply(outcome.Error(_reset_error(gen)))
                 raise
-            except StorageError as exc:
-                self.reset(f"commit failed: {exc}")
+            except Exception as exc:
+                self.reset(_commit_reason(exc), exc)
             if gen.resetting:
-                event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                event.reply(outcome.Error(_reset_error(gen)))
                 return
             event.reply(result)
         finally:
@@ -439,16 +449,16 @@ class Actor:
                 return
         try:
             storage.commit()
-        except StorageError as exc:
-            self.reset(f"commit failed: {exc}")
+        except Exception as exc:
+            self.reset(_commit_reason(exc), exc)
             return
         self._release_sends()
 
     async def _background_commit(self) -> None:
         try:
             await self.storage.commit_async()
-        except StorageError as exc:
-            self.reset(f"commit failed: {exc}")
+        except Exception as exc:
+            self.reset(_commit_reason(exc), exc)
             return
         finally:
             self._commit_started = False
@@ -470,19 +480,40 @@ class Actor:
 
     # ---- resets -------------------------------------------------------------------------
 
-    def reset(self, reason: str) -> None:
+    def reset(self, reason: str, cause: BaseException | None = None, *, requested: bool = False) -> None:
+        """Reset the object: drop uncommitted writes, fail the events that had
+        started (ObjectResetError, its ``__cause__`` being ``cause``), build a
+        fresh instance for the next one. Logged once per reset, naming the
+        object: a failure (``cause``) at ERROR with its traceback, a reset the
+        code asked for (``requested``: ``ctx.abort``) at INFO, others at WARNING."""
         gen = self._gen
-        self.storage.rollback()
+        try:
+            self.storage.rollback()
+        except Exception:
+            # Nothing uncommitted survives a failed rollback (the connection
+            # is dropped); the reset goes on.
+            log.debug("rollback during the reset of %s/%s failed", self.namespace.name, self.id, exc_info=True)
         self._gated_sends = []
-        if gen is None or gen.resetting:
+        if gen is not None and gen.resetting:
+            return
+        name = f"{self.namespace.name}/{self.id}"
+        reason = reason.replace(f"object {name}: ", "")  # storage messages name it too
+        if cause is not None:
+            log.error("object %s reset: %s", name, reason, exc_info=cause)
+        elif requested:
+            log.info("object %s reset: %s", name, reason)
+        else:
+            log.warning("object %s reset: %s", name, reason)
+        if gen is None:
             return
         gen.resetting = True
-        gen.reason = f"object {self.namespace.name}/{self.id} was reset: {reason}"
+        gen.reason = f"object {name} was reset: {reason}"
+        gen.cause = cause
         if gen.scope is not None:
             gen.scope.cancel()
 
     def abort(self, reason: str | None) -> None:
-        self.reset(f"ctx.abort({reason!r})" if reason is not None else "ctx.abort()")
+        self.reset(f"ctx.abort({reason!r})" if reason is not None else "ctx.abort()", requested=True)
         raise ObjectResetError(reason or "the object was aborted")
 
     async def block_concurrency_while(self, fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -509,6 +540,10 @@ class Actor:
             self._pins += 1
             try:
                 await awaitable
+            except Exception as exc:
+                # Nobody awaits this work: its failure resets the object (whose
+                # state it may have left half-changed) instead of the runtime.
+                self.reset(f"a ctx.wait_until() task raised {type(exc).__name__}: {exc}", exc)
             finally:
                 self._pins -= 1
                 self.last_active = trio.current_time()
@@ -571,3 +606,18 @@ class Actor:
             dirty=self.storage.dirty,
             pins=self._pins,
         )
+
+
+def _reset_error(gen: _Generation) -> ObjectResetError:
+    """What an event of a reset generation gets: ObjectResetError naming the
+    reason, with the failure that caused it (if any) as ``__cause__``."""
+    err = ObjectResetError(gen.reason)
+    err.__cause__ = gen.cause
+    return err
+
+
+def _commit_reason(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, StorageError) and "commit failed" in text:
+        return text
+    return f"commit failed: {text}"

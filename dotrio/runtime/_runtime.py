@@ -26,16 +26,16 @@ import trio
 
 from .._clock import RuntimeClock
 from .._context import request_deadline
-from ._alarms import AlarmManager
-from .._codec import copy as copy_value
 from .._errors import DotrioError, ObjectResetError
 from .._http import Request, Response
 from .._ids import DurableObjectId, IdFactory
+from .._kernels.codec import copy as copy_value
 from .._namespace import DurableObjectNamespace, DurableObjectStub
 from .._object import DurableObject, Env
 from ..storage import DEFAULT_MAX_SQL_RESULT_ROWS, StorageBackend
 from ..storage._datadir import SECRET_BYTES, load_or_create_secret, lock_data_dir
 from ._actor import Actor, ActorKey, Event, Gone
+from ._alarms import AlarmManager
 
 __all__ = ["ConfigReader", "Runtime", "RuntimeStatistics", "Namespace", "set_config_reader"]
 

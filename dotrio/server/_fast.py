@@ -27,6 +27,7 @@ import trio
 from trio.lowlevel import notify_closing, wait_readable, wait_writable
 
 from .._http import Response
+from ._dispatch import HEALTH_PATH
 from ._control import (
     BODY,
     HANDLING,
@@ -56,6 +57,13 @@ from ._ws import HANDSHAKE_MANAGED, FastWebSocket, close_on_shutdown, handshake_
 
 log = logging.getLogger("dotrio.server")
 
+# Connections accepted beyond max_connections so that the health endpoint
+# answers when every slot is taken. On them GET /_dotrio/health is answered
+# (then closed); any other request waits for a regular slot, as it would have
+# in the kernel backlog, except that the last reserve slot is never given to a
+# waiter: a request arriving there is answered 503 with Retry-After.
+HEALTH_RESERVE = 16
+_TOO_MANY = ProtocolFailure(503, "too many connections", (("retry-after", "1"),))
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 # After an error response, read and drop what the client still sends for this
 # long before closing: closing a socket with unread input sends RST, which can
@@ -71,7 +79,7 @@ class _Conn:
     __slots__ = (
         "server", "sock", "peer", "parser", "state", "requests", "bytes_received",
         "bytes_sent", "cancel_scope", "expired", "created", "ws", "mark", "mark_time",
-        "body_of", "body_start", "body_base",
+        "body_of", "body_start", "body_base", "reserved",
     )
 
     def __init__(self, server: _Server, sock: _stdsocket.socket, peer: Any) -> None:
@@ -93,6 +101,10 @@ class _Conn:
         self.body_of = -1
         self.body_start = 0.0
         self.body_base = 0
+        # Accepted over max_connections, into the health reserve (see _Server).
+        self.reserved = server.regular >= server.limits.max_connections
+        if not self.reserved:
+            server.regular += 1
 
     # -- I/O used by the WebSocket layer too -------------------------------
 
@@ -232,7 +244,9 @@ class _Conn:
             notify_closing(self.sock)
             self.sock.close()
             server.conns.discard(self)
-            server.slot_lot.unpark()
+            if not self.reserved:
+                server.regular -= 1
+            server.slot_lot.unpark_all()
 
     async def _serve(self) -> tuple[Any, bytes] | None:
         """Serve HTTP; returns (client, bytes after the handshake) on a WebSocket upgrade."""
@@ -248,6 +262,12 @@ class _Conn:
                     await self._fail(item)  # type: ignore[arg-type]
                     return None
                 request, keep_alive, head, ws = item
+                if self.reserved:
+                    if request.path == HEALTH_PATH:
+                        keep_alive = 0  # the reserve is for probes: one request
+                    elif not await self._wait_for_slot():
+                        await self._fail(_TOO_MANY)
+                        return None
                 if ws is not None:
                     return await self._answer_upgrade(request, head, ws)  # type: ignore[arg-type]
                 self.state = HANDLING
@@ -314,6 +334,24 @@ class _Conn:
                 return None
             self.bytes_received += len(data)
             parser.feed(data)
+
+    async def _wait_for_slot(self) -> bool:
+        """A reserve connection with an ordinary request: wait for a regular
+        slot (back-pressure, as the kernel backlog would). False when the
+        reserve is nearly all waiters: its last slot stays for health probes."""
+        server = self.server
+        if server.reserve_waiting >= HEALTH_RESERVE - 1:
+            return False
+        self.state = HANDLING  # bounded by the connections ahead, not the sweep
+        server.reserve_waiting += 1
+        try:
+            while server.regular >= server.limits.max_connections and not server.draining:
+                await server.slot_lot.park()
+        finally:
+            server.reserve_waiting -= 1
+        self.reserved = False
+        server.regular += 1
+        return True
 
     async def _fail(self, failure: ProtocolFailure) -> None:
         server = self.server
@@ -396,6 +434,10 @@ class _Server:
         self.conns: set[_Conn] = set()
         self.body_budget = BodyBudget(limits.max_buffered_bodies)
         self.slot_lot = trio.lowlevel.ParkingLot()
+        # Connections counted against max_connections; up to HEALTH_RESERVE
+        # more are accepted so /_dotrio/health answers at the limit.
+        self.regular = 0
+        self.reserve_waiting = 0
         self.accept_scope = trio.CancelScope()
         self.date_line = _date_line()
         self.draining = False
@@ -444,7 +486,7 @@ class _Server:
         limit = self.limits.max_connections
         conns = self.conns
         while True:
-            while len(conns) >= limit:
+            while len(conns) >= limit + HEALTH_RESERVE:
                 # Back-pressure: leave new connections in the kernel backlog.
                 await self.slot_lot.park()
             try:

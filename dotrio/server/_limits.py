@@ -21,7 +21,9 @@ class ServerLimits:
     #: request body, in bytes; over it -> 413
     max_request_body: int = 32 * 1024 * 1024
     #: open connections; at the limit the server stops accepting (the kernel
-    #: backlog holds the rest) instead of answering with an error
+    #: backlog holds the rest) instead of answering with an error, except for
+    #: a small reserve (fast front end: 16) where /_dotrio/health is answered
+    #: and other requests wait for a slot
     max_connections: int = 10_000
     #: listen() backlog
     backlog: int = 1024

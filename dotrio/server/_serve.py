@@ -37,8 +37,9 @@ from typing import Any
 import trio
 
 from .._config import Config, load_config
-from .._object import WorkerEntrypoint
 from .._context import request_deadline
+from .._kernels import kernels_status
+from .._object import WorkerEntrypoint
 from ..runtime import Runtime
 from ._control import ServerControl
 from ._dispatch import DEFAULT_REQUEST_TIMEOUT, Dispatcher
@@ -163,6 +164,7 @@ async def serve(
 
                 bg.start_soon(deadline_on_shutdown)
                 started = await bg.start(partial(front, dispatcher, control=control))
+                _log_kernels()
                 log.info("dotrio: serving %s on %s (%s front end)", config.name if config and config.name else "app",
                          started.url, server)
                 task_status.started(started)
@@ -173,6 +175,21 @@ async def serve(
                     bg.cancel_scope.cancel()
     if hard.cancelled_caught:
         log.warning("dotrio: shutdown deadline passed; unfinished object work was cancelled (nothing uncommitted was acknowledged)")
+
+
+def _log_kernels() -> None:
+    """Log which kernels run compiled, and warn for each that fell back to its
+    pure-Python twin without ``DOTRIO_NO_EXTENSIONS`` asking for it."""
+    status = kernels_status()
+    log.info("dotrio: kernels: %s", ", ".join(
+        f"{s.name} {'compiled' if s.compiled else 'pure Python (DOTRIO_NO_EXTENSIONS)' if s.disabled else 'PURE PYTHON'}"
+        for s in status))
+    for s in status:
+        if not s.compiled and not s.disabled:
+            log.warning(
+                "dotrio: the %s kernel runs on its pure-Python twin, several times slower, because its compiled "
+                "extension did not load (%s). Reinstall dotrio where a C compiler is available, or set "
+                "DOTRIO_NO_EXTENSIONS=1 to choose the twins and silence this warning.", s.name, s.error)
 
 
 @asynccontextmanager

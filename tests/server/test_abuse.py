@@ -223,3 +223,49 @@ async def test_bodies_in_memory_are_capped_server_wide_with_503(nursery: trio.Nu
     third = await connect(control)
     await third.send_all(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 9000\r\n\r\n" + b"c" * 9000)
     assert (await H11Reader(third).read("POST")).status == 200
+
+
+# -- the health endpoint at max_connections -----------------------------------
+
+
+async def test_health_answers_when_max_connections_are_taken(nursery: trio.Nursery) -> None:
+    from dotrio.server._fast import HEALTH_RESERVE
+
+    app = App()
+    control = await start_server(nursery, app, "fast", max_connections=2)
+    held = []
+    for _ in range(2):  # every slot taken by an idle keep-alive connection
+        stream = await connect(control)
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        await H11Reader(stream).read()
+        held.append(stream)
+    waiting = []
+    for i in range(HEALTH_RESERVE - 1):  # ordinary requests wait for a slot
+        stream = await connect(control)
+        await stream.send_all(b"GET /waiting%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)
+        waiting.append(stream)
+    with trio.fail_after(10):
+        while control.statistics().open_connections < 2 + HEALTH_RESERVE - 1:
+            await trio.sleep(0.01)
+    # The last reserve slot: health is answered (and the connection closed)...
+    for _ in range(3):
+        stream = await connect(control)
+        await stream.send_all(b"GET /_dotrio/health HTTP/1.1\r\nHost: h\r\n\r\n")
+        reader = H11Reader(stream)
+        reply = await reader.read()
+        assert reply.status == 200 and reply.body.startswith(b"hello GET http://h/_dotrio/health")
+        assert await reader.at_eof()
+    # ...an ordinary request there gets 503 rather than a wait.
+    stream = await connect(control)
+    await stream.send_all(b"GET /more HTTP/1.1\r\nHost: h\r\n\r\n")
+    reply = await H11Reader(stream).read()
+    assert reply.status == 503 and reply.header("retry-after") == "1"
+    assert all(r.path != "/more" for r in app.requests)
+    # A slot frees: a waiting request is served.
+    await held[0].aclose()
+    served = 0
+    with trio.fail_after(10):
+        while served == 0:
+            await trio.sleep(0.01)
+            served = sum(1 for r in app.requests if r.path.startswith("/waiting"))
+    assert served == 1
