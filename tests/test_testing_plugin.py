@@ -428,16 +428,24 @@ class TestInAClass:
 
 def test_sync_test_with_data_dir(dotrio_data_dir):
     assert not dotrio_data_dir.exists()
+
+
+@pytest.mark.dotrio
+async def test_marker_alone_without_fixtures():
+    assert type(trio.lowlevel.current_clock()) is trio.testing.MockClock
+    t0 = time.monotonic()
+    await advance(3600)
+    assert time.monotonic() - t0 < 5
 '''
 
 # A stand-in for qtrio (which needs Qt): a runner that honours clock= as
 # qtrio.run does, and records that it ran.
 FAKE_QTRIO = '''
 import trio
-runs = []
 
 def run(fn, *args, clock=None, instruments=()):
-    runs.append(clock)
+    with open("qtrio-runs.txt", "a") as f:
+        f.write(type(clock).__name__ + "\\n")
     return trio.run(fn, *args, clock=clock, instruments=instruments)
 '''
 
@@ -459,19 +467,16 @@ def run(fn, *args, clock=None, instruments=()):
 def test_virtual_time_under_every_configuration(pytester: pytest.Pytester, ini: str) -> None:
     write_objects(pytester)
     pytester.makepyfile(qtrio=FAKE_QTRIO, test_everywhere=VIRTUAL_EVERYWHERE)
-    if "qtrio" in ini:
-        # The qtrio runner really ran the tests (4 async ones), with the virtual clock.
-        pytester.makeconftest(
-            "import qtrio, trio.testing\n"
-            "def pytest_unconfigure():\n"
-            "    assert len(qtrio.runs) == 4, qtrio.runs\n"
-            "    assert all(type(c) is trio.testing.MockClock for c in qtrio.runs)\n"
-        )
     pytester.syspathinsert()
     pytester.makeini(f"[pytest]\n{ini}\n")
     result = run_inner(pytester)
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    if "qtrio" in ini:
+        # The qtrio runner really ran the 5 async tests, with the virtual clock.
+        assert (pytester.path / "qtrio-runs.txt").read_text().split() == ["MockClock"] * 5
+    else:
+        assert not (pytester.path / "qtrio-runs.txt").exists()
 
 
 def test_a_runner_from_a_marker_gets_the_clock(pytester: pytest.Pytester) -> None:

@@ -26,7 +26,7 @@ import types
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import outcome
 import trio
@@ -50,7 +50,7 @@ ActorKey = tuple[str, str]
 class Event:
     """One delivery to an object: ``fn(instance)`` and who waits for its outcome."""
 
-    __slots__ = ("fn", "waiter", "callback", "deadline")
+    __slots__ = ("fn", "waiter", "callback", "deadline", "running")
 
     def __init__(
         self,
@@ -64,6 +64,8 @@ class Event:
         self.callback = callback
         # Trio time by which the request this event serves must be answered.
         self.deadline = deadline
+        # Its handler is suspended mid-way, watched for that deadline.
+        self.running = False
 
     def reply(self, result: outcome.Outcome) -> None:
         waiter = self.waiter
@@ -102,6 +104,10 @@ class ActorStatistics:
     generations: int
     dirty: bool
     pins: int
+
+
+# _drive's "no first step made yet".
+_NOT_STEPPED: Any = object()
 
 
 class Gone(Exception):
@@ -357,39 +363,87 @@ class Actor:
         is cancelled (long SQL interrupted, rolled back) and the object reset,
         as Cloudflare resets an object over its limits: the handler stopped at
         an arbitrary point, so neither its uncommitted writes nor the instance's
-        memory can be trusted."""
+        memory can be trusted.
+
+        No cancel scope per event (it would cost about as much as a scheduler
+        pass per request, and could not be entered after the handler's first
+        step anyway): SQL sees the deadline through ``request_deadline`` (the
+        storage's progress handler reads it); a handler that suspends is
+        watched by the runtime (``Runtime.watch_deadline``), which resets the
+        object if the handler is still running when the deadline passes."""
         token = request_deadline.set(deadline)
         try:
-            with trio.CancelScope(deadline=deadline) as scope:
-                return await self._drive(event.fn(self.instance))
+            coro = event.fn(self.instance)
+            try:
+                done, got = self._first_step(coro)
+                if done:
+                    return got
+                event.running = True
+                self.runtime.watch_deadline(self, event)
+                try:
+                    return await self._drive(coro, got)
+                finally:
+                    event.running = False
+            except Exception:
+                if trio.current_time() >= deadline:
+                    # (an interrupted statement raised, and the handler let it)
+                    self._timed_out(deadline)
+                raise
         finally:
             request_deadline.reset(token)
-        # Only reached when the scope caught its cancellation.
-        self.reset(f"a request ran past its deadline (request_timeout) by {trio.current_time() - scope.deadline:.3f} s")
+
+    def _timed_out(self, deadline: float) -> NoReturn:
+        self.reset(f"a request ran past its deadline (request_timeout) by {trio.current_time() - deadline:.3f} s")
         raise ObjectResetError("the request ran past its deadline (request_timeout)")
 
+    def deadline_passed(self, event: Event) -> None:
+        """The runtime's watcher: ``event``'s deadline passed while its handler
+        was suspended (reset the object: its handlers are cancelled)."""
+        if event.running:
+            self.reset(f"a request ran past its deadline (request_timeout) by "
+                       f"{trio.current_time() - event.deadline:.3f} s")
+
+    def _first_step(self, coro: Any) -> tuple[bool, Any]:
+        """``_drive``'s first step, alone: (True, result) if the handler
+        finished in it, else (False, what it yielded to Trio)."""
+        self._stepping += 1
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            return True, stop.value
+        finally:
+            self._stepping -= 1
+        storage = self.storage
+        if storage._dirty and not storage.waiting:
+            if storage.alarm_pending:
+                self.runtime.alarms.before_flush((self,))
+            self.flush()
+        return False, yielded
+
     @types.coroutine
-    def _drive(self, coro: Any) -> Any:
+    def _drive(self, coro: Any, yielded: Any = _NOT_STEPPED) -> Any:
         """Await the handler coroutine ``coro``, step by step. Before it suspends
         at anything but a storage wait, commit its writes: what the runtime's
         flusher would do a scheduler pass later, without waking it (the output
-        gate commits what is left when the handler returns)."""
+        gate commits what is left when the handler returns). ``yielded``: the
+        handler already made its first step (``_first_step``) and yielded this."""
         storage = self.storage
         value: Any = None
         error: BaseException | None = None
         while True:
-            self._stepping += 1
-            try:
-                yielded = coro.send(value) if error is None else coro.throw(error)
-            except StopIteration as stop:
-                return stop.value
-            finally:
-                self._stepping -= 1
-            if storage._dirty and not storage.waiting:
-                alarms = self.runtime.alarms
-                if storage.alarm_pending:
-                    alarms.before_flush((self,))
-                self.flush()
+            if yielded is _NOT_STEPPED:
+                self._stepping += 1
+                try:
+                    yielded = coro.send(value) if error is None else coro.throw(error)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    self._stepping -= 1
+                if storage._dirty and not storage.waiting:
+                    alarms = self.runtime.alarms
+                    if storage.alarm_pending:
+                        alarms.before_flush((self,))
+                    self.flush()
             try:
                 value = yield yielded
                 error = None
@@ -399,6 +453,7 @@ class Actor:
             except BaseException as exc:
                 value = None
                 error = exc
+            yielded = _NOT_STEPPED
 
     # ---- gates ------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ import trio
 
 from .._kernels.codec import decode, encode
 from .._kernels.coalesce import MAX_KEY_BYTES, MAX_VALUE_BYTES, MISSING, READY, Coalescer, check_key
+from .._context import request_deadline
 from .._errors import StorageError
 from ._failure import is_environment_failure, storage_failure
 from ._sql import SqlCursor, SqlInterrupted, SqlStorage, run_user_sql
@@ -875,7 +876,9 @@ class ObjectStorage:
         # A deadline of the calling task interrupts the statement (apsw's progress
         # handler), rolling it back. A cancel can only come from a deadline
         # here: nothing else runs while this sync call does.
-        deadline = trio.current_effective_deadline()
+        # So does the deadline of the request the handler serves, which reaches
+        # here without a cancel scope (see the runtime's _drive_until).
+        deadline = min(trio.current_effective_deadline(), request_deadline.get())
         opened = not self._txn_open
         self._begin(conn)
         wrote_before = not opened and conn.txn_state("main") == apsw.SQLITE_TXN_WRITE
