@@ -47,7 +47,7 @@ def _serve(kind: str, port: int) -> None:
 
     logging.basicConfig(level=logging.WARNING)
     if kind == "fast":
-        from dotrio.http import Response
+        from dotrio import Response
         from dotrio.server import serve_fast
 
         async def handler(request: object) -> Response:
@@ -55,7 +55,7 @@ def _serve(kind: str, port: int) -> None:
 
         trio.run(lambda: serve_fast(handler, port=port))
     elif kind == "hypercorn-dotrio":
-        from dotrio.http import Response
+        from dotrio import Response
         from dotrio.server import serve_hypercorn
 
         async def handler2(request: object) -> Response:

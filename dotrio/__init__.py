@@ -1,15 +1,45 @@
 """dotrio: Cloudflare-style Durable Objects in Python, on Trio, on one box."""
 
-from ._errors import ConfigError, DotrioError, ObjectResetError, OverloadedError, StorageError
-from .http import Headers, Request, Response
-from .ids import DurableObjectId
-from .namespace import DurableObjectNamespace, DurableObjectStub
-from .object import AlarmInfo, DurableObject, DurableObjectState, Env, WorkerEntrypoint
-from .runtime import Runtime
-from .storage import SqlCursor
-from .websocket import WebSocket, WebSocketPair, WebSocketRequestResponsePair
+import os
+from typing import Any
+
+from ._errors import ConfigError as ConfigError
+from ._errors import DotrioError as DotrioError
+from ._errors import ObjectResetError as ObjectResetError
+from ._errors import OverloadedError as OverloadedError
+from ._errors import StorageError as StorageError
+from ._http import Headers as Headers
+from ._http import Request as Request
+from ._http import Response as Response
+from ._ids import DurableObjectId as DurableObjectId
+from ._namespace import DurableObjectNamespace as DurableObjectNamespace
+from ._namespace import DurableObjectStub as DurableObjectStub
+from ._object import AlarmInfo as AlarmInfo
+from ._object import DurableObject as DurableObject
+from ._object import DurableObjectState as DurableObjectState
+from ._object import Env as Env
+from ._object import WorkerEntrypoint as WorkerEntrypoint
+from ._websocket import WebSocket as WebSocket
+from ._websocket import WebSocketPair as WebSocketPair
+from ._websocket import WebSocketRequestResponsePair as WebSocketRequestResponsePair
+from .runtime import Runtime as Runtime
+from .runtime import set_config_reader as _set_config_reader
+from .runtime._alarms import Schedule as Schedule
+from .storage import SqlCursor as SqlCursor
 
 __version__ = "0.1.0"
+
+
+def _read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    # The composition root wires the config layer into Runtime.from_config:
+    # neither layer imports the other, and the import stays lazy (tomllib and
+    # user modules load only when a config is read).
+    from ._config import runtime_kwargs_from_file
+
+    return runtime_kwargs_from_file(path)
+
+
+_set_config_reader(_read_config)
 
 __all__ = [
     "AlarmInfo",
@@ -27,6 +57,7 @@ __all__ = [
     "Request",
     "Response",
     "Runtime",
+    "Schedule",
     "SqlCursor",
     "StorageError",
     "WebSocket",

@@ -2,7 +2,7 @@
 
 One row per object that may have a wake-up due: ``(ns, oid, when_ms, name)``,
 ``oid`` being the 16-byte base of the object's id (the id's other half is a
-check computed from it, see ``dotrio.ids``).
+check computed from it, see ``dotrio._ids``).
 It is a *hint*, never the truth: each object's own database is. The only
 invariant the index keeps is "covering": for every object whose database
 says it must wake at time ``T``, the index holds a row with ``when_ms <= T``.

@@ -152,7 +152,7 @@ async def test_restart_with_thousands_overdue(make_runtime, ram_data_dir, monkey
 
 @pytest.mark.parametrize("max_in_flight", [0, -1, True])
 def test_max_in_flight_validation(max_in_flight):
-    from dotrio.alarms import AlarmManager
+    from dotrio.runtime._alarms import AlarmManager
 
     with pytest.raises(ValueError):
         AlarmManager(dotrio.Runtime({"M": Many}), max_in_flight=max_in_flight)

@@ -31,7 +31,7 @@ def test_docs_build_without_warnings_or_broken_references(tmp_path: Path) -> Non
     api = (tmp_path / "html" / "reference" / "api.html").read_text()
     # Generated from docstrings, not hand-written.
     for name in ("dotrio.DurableObject", "dotrio.Runtime.from_config", "dotrio.testing.run_in_durable_object",
-                 "dotrio.storage.ObjectStorage.set_alarm", "dotrio.alarms.Schedule"):
+                 "dotrio.storage.ObjectStorage.set_alarm", "dotrio.Schedule"):
         assert f'id="{name}"' in api, name
 
 

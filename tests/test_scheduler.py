@@ -12,7 +12,7 @@ from croniter import croniter
 
 import dotrio._clock
 from dotrio import DurableObject, ObjectResetError
-from dotrio.alarms import MAX_CATCH_UP, Schedule
+from dotrio.runtime._alarms import MAX_CATCH_UP, Schedule
 
 
 class _ShiftedTime:

@@ -1,6 +1,6 @@
 """The embedded runtime: actors, gates, eviction."""
 
 from ._actor import ActorStatistics
-from ._runtime import Runtime, RuntimeStatistics
+from ._runtime import ConfigReader, Runtime, RuntimeStatistics, set_config_reader
 
-__all__ = ["Runtime", "RuntimeStatistics", "ActorStatistics"]
+__all__ = ["Runtime", "RuntimeStatistics", "ActorStatistics", "ConfigReader", "set_config_reader"]

@@ -30,10 +30,10 @@ import outcome
 import trio
 
 from .._errors import ObjectResetError, OverloadedError, StorageError
-from ..ids import DurableObjectId
-from ..object import DurableObjectState
+from .._ids import DurableObjectId
+from .._object import DurableObjectState
 from ..storage import ObjectStorage
-from ..websocket import current_actor
+from .._context import current_actor
 
 if TYPE_CHECKING:
     from ._runtime import Namespace, Runtime

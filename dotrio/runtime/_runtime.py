@@ -22,17 +22,30 @@ import outcome
 import trio
 
 from .._clock import RuntimeClock
-from ..alarms import AlarmManager
+from ._alarms import AlarmManager
 from .._codec import copy as copy_value
 from .._errors import DotrioError, ObjectResetError
-from ..http import Request, Response
-from ..ids import DurableObjectId, IdFactory, load_or_create_secret
-from ..namespace import DurableObjectNamespace, DurableObjectStub
-from ..object import DurableObject, Env
+from .._http import Request, Response
+from .._ids import DurableObjectId, IdFactory, load_or_create_secret
+from .._namespace import DurableObjectNamespace, DurableObjectStub
+from .._object import DurableObject, Env
 from ..storage import StorageBackend
 from ._actor import Actor, ActorKey, Event, Gone
 
-__all__ = ["Runtime", "RuntimeStatistics", "Namespace"]
+__all__ = ["ConfigReader", "Runtime", "RuntimeStatistics", "Namespace", "set_config_reader"]
+
+#: Reads a config file into ``Runtime`` keyword arguments.
+ConfigReader = Callable[["str | os.PathLike[str]"], dict[str, Any]]
+# The config layer sits above the runtime (it imports user modules and reads
+# files; the runtime does neither), so the runtime does not import it: the
+# package installs the reader ``Runtime.from_config`` uses (dotrio/__init__.py).
+_config_reader: ConfigReader | None = None
+
+
+def set_config_reader(reader: ConfigReader) -> None:
+    """Install the function ``Runtime.from_config`` reads config files with."""
+    global _config_reader
+    _config_reader = reader
 
 Namespace = DurableObjectNamespace
 _PASSTHROUGH = (DurableObjectId, DurableObjectStub)
@@ -111,20 +124,21 @@ class Runtime:
         self._events = 0
         self._overloaded = 0
         # Attached by the subsystems that need to see every object.
-        from ..websocket import WebSocketRegistry
+        from ._websockets import WebSocketRegistry
 
         self.websockets = WebSocketRegistry(self)
         self.alarms = AlarmManager(self)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Runtime:
-        """A Runtime as ``dotrio.toml`` at ``path`` describes it (API.md § 8);
-        ``overrides`` replace keyword arguments. Raises ConfigError at once on a
-        bad file. The config's worker entry and server settings are not part of
-        a Runtime: ``dotrio.server.serve(path)`` uses them."""
-        from .._config import load_config  # lazy: tomllib and user imports only when asked
-
-        kwargs = load_config(path).runtime_kwargs()
+        """A Runtime as the config file at ``path`` (``dotrio.toml`` or a
+        wrangler file) describes it; ``overrides`` replace keyword arguments.
+        Raises ConfigError at once on a bad file. The config's worker entry and
+        server settings are not part of a Runtime: ``dotrio.server.serve(path)``
+        uses them."""
+        if _config_reader is None:
+            raise RuntimeError("no config reader is installed (import dotrio, which installs it)")
+        kwargs = _config_reader(path)
         kwargs.update(overrides)
         return cls(**kwargs)
 

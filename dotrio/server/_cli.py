@@ -1,6 +1,6 @@
 """The ``dotrio`` command (also ``python -m dotrio``).
 
-Commands are registered on the ``main`` click group; later issues add theirs
+Commands are registered on the ``main`` click group; other modules add theirs
 (bench, admin) with ``@main.command()`` or ``main.add_command(...)`` in their
 own modules, imported at the bottom of this file.
 
@@ -37,7 +37,8 @@ def _load(config_path: str | None) -> Config:
     if config_path is None:
         found = find_config(".")
         if found is None:
-            _die(f"no config file given and none found: looked for {' and '.join('./' + n for n in CONFIG_NAMES)}",
+            names = [f"./{n}" for n in CONFIG_NAMES]
+            _die(f"no config file given and none found: looked for {', '.join(names[:-1])} and {names[-1]}",
                  EXIT_USAGE)
         config_path = str(found)
     try:
@@ -84,7 +85,7 @@ _CONFIG_ARG = click.argument("config", required=False, type=click.Path(dir_okay=
 def serve(config: str | None, host: str | None, port: int | None, server: str | None,
           max_request_body: int | None, log_level: str, access_log: bool | None,
           shutdown_grace: float | None, certfile: str | None, keyfile: str | None) -> None:
-    """Serve CONFIG (default ./dotrio.toml, else ./wrangler.toml) until SIGTERM/SIGINT."""
+    """Serve CONFIG (default: the first of ./dotrio.toml, ./wrangler.jsonc, ./wrangler.json, ./wrangler.toml) until SIGTERM/SIGINT."""
     if (certfile is None) != (keyfile is None):
         raise click.UsageError("--certfile and --keyfile go together")
     cfg = _load(config)
@@ -113,6 +114,48 @@ def serve(config: str | None, host: str | None, port: int | None, server: str | 
 
 @main.command()
 @_CONFIG_ARG
+@click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1, or [server] host].")
+@click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port [default: 8787, or [server] port].")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(_LOG_LEVELS, case_sensitive=False))
+def dev(config: str | None, host: str | None, port: int | None, log_level: str) -> None:
+    """Serve CONFIG and restart it when its code or config changes.
+
+    Watches the config file's folder (*.py, the config file, .dev.vars). A
+    reload drains the running server gracefully (WebSockets are closed with
+    1001 and clients reconnect), keeps the data dir, and starts the new code
+    on the same address; if the new code or config fails to load, the errors
+    are printed and the running version keeps serving.
+    """
+    try:
+        import watchfiles  # noqa: F401
+    except ImportError:
+        _die("dotrio dev needs the watchfiles package: pip install 'dotrio[dev]'", EXIT_USAGE)
+    from pathlib import Path
+
+    from ._dev import run_dev
+
+    if config is None:
+        found = find_config(".")
+        if found is None:
+            names = [f"./{n}" for n in CONFIG_NAMES]
+            _die(f"no config file given and none found: looked for {', '.join(names[:-1])} and {names[-1]}",
+                 EXIT_USAGE)
+        config = str(found)
+    _setup_logging(log_level)
+
+    def echo(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    try:
+        code = run_dev(Path(config), host=host, port=port, echo=echo)
+    except OSError as exc:
+        _die(f"cannot serve: {exc.strerror or exc}", EXIT_RUNTIME)
+    sys.exit(code)
+
+
+@main.command()
+@_CONFIG_ARG
 def check(config: str | None) -> None:
     """Validate CONFIG, import its classes and print a summary."""
     cfg = _load(config)
@@ -131,7 +174,9 @@ def check(config: str | None) -> None:
         renamed = f", stored as {b.namespace!r}" if b.namespace != b.class_name.rpartition(':')[2] else ""
         out(f"  {b.name} -> {b.cls.__module__}.{b.cls.__qualname__}{renamed}")
     if cfg.vars:
-        out(f"vars:     {', '.join(cfg.vars)}")
+        # Names only: values may be secrets (and the others are in the file).
+        shown = [f"{k} (secret: {cfg.secrets[k]})" if k in cfg.secrets else k for k in cfg.vars]
+        out(f"vars:     {', '.join(shown)}")
     if cfg.runtime:
         out("runtime:  " + ", ".join(f"{k}={v!r}" for k, v in cfg.runtime.items()))
     if cfg.migrations:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ..http import Request, Response
+from .._http import Request, Response
 
 Handler = Callable[[Request], Awaitable[Response]]
 

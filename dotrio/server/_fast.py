@@ -1,6 +1,6 @@
 """dotrio's own Trio HTTP/1.1 + WebSocket front end.
 
-Rules from DESIGN.md (Server), each measured there: one task per connection
+Rules, each chosen by measurement: one task per connection
 with the handler awaited directly in it (no task, channel or event per
 request); one writer per connection; one ``send_all`` per response; timeouts
 enforced by a sweep about once a second instead of a cancel scope per request;
@@ -26,7 +26,7 @@ from typing import Any
 import trio
 from trio.lowlevel import notify_closing, wait_readable, wait_writable
 
-from ..http import Response
+from .._http import Response
 from ._control import (
     BODY,
     HANDLING,

@@ -16,7 +16,7 @@ from http import HTTPStatus
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from ..http import Headers, Request, Response
+from .._http import Headers, Request, Response
 from ._limits import ServerLimits
 
 # The most one receive can bring; the raw header-size bound allows for it.

@@ -11,7 +11,7 @@ class ServerLimits:
 
     Timeouts are enforced by a sweep that runs about once a second, so each one
     fires up to ``sweep_interval`` late; that is the price of not arming a timer
-    per request (DESIGN.md, Server).
+    per request.
     """
 
     #: request line plus headers, in bytes; over it -> 431 (414 for the URL alone)

@@ -35,7 +35,7 @@ from typing import Any
 import trio
 
 from .._config import Config, load_config
-from ..object import WorkerEntrypoint
+from .._object import WorkerEntrypoint
 from ..runtime import Runtime
 from ._control import ServerControl
 from ._dispatch import Dispatcher

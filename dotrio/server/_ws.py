@@ -21,7 +21,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
-from ..websocket import WebSocketEndpoint, WebSocketTransport
+from .._websocket import WebSocketEndpoint, WebSocketTransport
 from ._control import WS_CLOSING, WS_OPEN
 from ._http1 import status_line
 

@@ -14,7 +14,7 @@ import h11
 import pytest
 import trio
 
-from dotrio.http import Request, Response
+from dotrio import Request, Response
 from dotrio.server import ServerControl, ServerLimits, serve_fast, serve_hypercorn
 
 KINDS = ["fast", "hypercorn"]
@@ -141,7 +141,7 @@ async def read_until_eof(stream: trio.SocketStream, deadline: float = 10.0) -> b
 
 
 class EchoClient:
-    """Test double of the runtime's client WebSocket (``dotrio.websocket``).
+    """Test double of the runtime's client WebSocket (``dotrio._websocket``).
 
     ``_attach`` takes the front end's transport and returns the endpoint (itself).
     It echoes messages, and obeys a few commands sent as text.

@@ -422,7 +422,7 @@ def test_cli_without_a_config_file_exits_2(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["check"])
     assert result.exit_code == 2
-    assert "looked for ./dotrio.toml and ./wrangler.toml" in result.stderr
+    assert "looked for ./dotrio.toml, ./wrangler.jsonc, ./wrangler.json and ./wrangler.toml" in result.stderr
 
 
 def test_cli_finds_dotrio_toml_in_the_working_directory(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -213,7 +213,7 @@ def test_default_routing(running: tuple[App, Server, Server]) -> None:
         assert client.get("/COUNTER/alice/value").text == "3"
 
 
-@pytest.mark.parametrize("path", ["/", "/COUNTER", "/COUNTER/", "/NOPE/alice/", "/counter/alice/", "/_dotrio/what"])
+@pytest.mark.parametrize("path", ["/COUNTER", "/COUNTER/", "/NOPE/alice/", "/counter/alice/", "/_dotrio/what"])
 def test_unknown_binding_or_missing_name_is_404(running: tuple[App, Server, Server], path: str) -> None:
     _, server, _ = running
     response = httpx.get(server.url + path, timeout=10.0)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Union
 import orjson
 
 if TYPE_CHECKING:
-    from .websocket import WebSocket
+    from ._websocket import WebSocket
 
 __all__ = ["Headers", "Request", "Response", "HeadersInit"]
 

@@ -6,9 +6,9 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .http import HeadersInit, Request, Response
-from .ids import DurableObjectId, IdFactory
-from .object import HANDLER_NAMES, DurableObject
+from ._http import HeadersInit, Request, Response
+from ._ids import DurableObjectId, IdFactory
+from ._object import HANDLER_NAMES, DurableObject
 
 if TYPE_CHECKING:
     from .runtime._runtime import Runtime

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .ids import DurableObjectId
+from ._ids import DurableObjectId
 from .storage import ObjectStorage
 
 if TYPE_CHECKING:
-    from .alarms import Schedule
-    from .http import Request, Response
+    from .runtime._alarms import Schedule
+    from ._http import Request, Response
     from .runtime._actor import Actor
-    from .websocket import WebSocket, WebSocketRequestResponsePair
+    from ._websocket import WebSocket, WebSocketRequestResponsePair
 
 __all__ = ["DurableObject", "DurableObjectState", "AlarmInfo", "WorkerEntrypoint", "Env"]
 

@@ -130,19 +130,19 @@ import outcome
 import trio
 from croniter import croniter
 
-from ._alarm_index import AlarmIndex, IndexStatistics
-from ._codec import decode
-from ._errors import DotrioError, ObjectResetError, StorageError
-from ._wheel import TimerWheel, WheelStatistics
-from .ids import DurableObjectId
-from .object import HANDLER_NAMES, AlarmInfo
-from .storage._object import _UNSET, encode_value
+from .._alarm_index import AlarmIndex, IndexStatistics
+from .._codec import decode
+from .._errors import DotrioError, ObjectResetError, StorageError
+from .._ids import DurableObjectId
+from .._object import HANDLER_NAMES, AlarmInfo
+from .._wheel import TimerWheel, WheelStatistics
+from ..storage._object import _UNSET, encode_value
 
 if TYPE_CHECKING:
-    from ._clock import RuntimeClock
-    from .runtime._actor import Actor
-    from .runtime._runtime import Runtime
-    from .storage import ObjectStorage
+    from .._clock import RuntimeClock
+    from ..storage import ObjectStorage
+    from ._actor import Actor
+    from ._runtime import Runtime
 
 __all__ = [
     "AlarmManager",
@@ -169,7 +169,7 @@ MAX_CATCH_UP = 100
 MISSED_POLICIES = ("latest", "all", "skip")
 
 # An object id is a 16-byte base plus a 16-byte check that is a function of the
-# base (dotrio.ids), so the base alone names the object: the wheel key and the
+# base (dotrio._ids), so the base alone names the object: the wheel key and the
 # index row hold only the base (smaller ints, smaller B-tree rows: ~40 % faster
 # index writes at a million rows than with the full id).
 _BASE_BYTES = 16
