@@ -4,11 +4,13 @@ import os
 from typing import Any
 
 from ._errors import ConfigError as ConfigError
+from ._errors import DataDirError as DataDirError
 from ._errors import DotrioError as DotrioError
 from ._errors import ObjectResetError as ObjectResetError
 from ._errors import OverloadedError as OverloadedError
 from ._errors import StorageError as StorageError
 from ._http import Headers as Headers
+from ._http import QueryParams as QueryParams
 from ._http import Request as Request
 from ._http import Response as Response
 from ._ids import DurableObjectId as DurableObjectId
@@ -44,6 +46,7 @@ _set_config_reader(_read_config)
 __all__ = [
     "AlarmInfo",
     "ConfigError",
+    "DataDirError",
     "DotrioError",
     "DurableObject",
     "DurableObjectId",
@@ -54,6 +57,7 @@ __all__ = [
     "Headers",
     "ObjectResetError",
     "OverloadedError",
+    "QueryParams",
     "Request",
     "Response",
     "Runtime",

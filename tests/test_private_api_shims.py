@@ -173,3 +173,23 @@ def test_hypercorn_out_of_range_is_reported_and_left_alone(monkeypatch: pytest.M
     assert "close codes and reasons from clients will reach handlers as 1000/1006" in caplog.text
     assert "is outside the versions dotrio was checked against (99.0 to 99.1)" in caplog.text
     assert config not in _hypercorn_shim._enabled
+
+
+def test_strict_http1_hook_has_the_shape_it_needs_and_is_per_config() -> None:
+    import hypercorn.protocol as protocol_module
+    from hypercorn.config import Config
+    from hypercorn.protocol.h11 import H11Protocol
+
+    assert _hypercorn_shim.h11_shape_problems() == []
+    assert inspect.iscoroutinefunction(H11Protocol._create_stream)
+    assert list(inspect.signature(H11Protocol._create_stream).parameters) == ["self", "request"]
+    assert list(inspect.signature(H11Protocol._send_h11_event).parameters) == ["self", "event"]
+    ours, theirs = Config(), Config()
+    assert _hypercorn_shim.enable_strict_http1(ours) is True
+    assert _hypercorn_shim.enable_strict_http1(ours) is True  # idempotent
+    from hypercorn.trio.worker_context import WorkerContext
+
+    args = (WorkerContext(None), None, None, False, None, None, None)
+    made = protocol_module.H11Protocol(None, ours, *args)
+    assert type(made) is protocol_module.H11Protocol.dotrio_class and isinstance(made, H11Protocol)
+    assert type(protocol_module.H11Protocol(None, theirs, *args)) is H11Protocol

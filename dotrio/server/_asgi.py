@@ -22,7 +22,8 @@ import trio
 
 from .._http import Headers, Request, Response
 from ._control import ConnectionStatistics, Handler, ServerControl, ServerStatistics
-from ._hypercorn_shim import enable_close_codes
+from ._http1 import HOST_CHARS, ProtocolFailure, smuggling
+from ._hypercorn_shim import enable_close_codes, enable_strict_http1
 from ._limits import ServerLimits
 from ._ws import HANDSHAKE_MANAGED, WebSocketProtocolError, check_close_args
 
@@ -138,21 +139,39 @@ class ASGIApp:
     # -- helpers -----------------------------------------------------------
 
     @staticmethod
-    def _url(scope: ASGIScope) -> str:
+    def _url(scope: ASGIScope) -> str | ProtocolFailure:
+        """The request's URL from a validated Host and the path + query, or
+        the failure to answer (the same rules as the fast front end)."""
         scheme = scope.get("scheme", "http")
         if scheme == "ws":
             scheme = "http"
         elif scheme == "wss":
             scheme = "https"
-        host = b""
+        host: bytes | None = None
         for name, value in scope["headers"]:
-            if name == b"host":
+            if name == b"host" or name == b":authority":
+                if host is not None and value != host:
+                    return ProtocolFailure(400, "more than one Host header")
                 host = value
-                break
-        if not host and scope.get("server"):
-            server_host, server_port = scope["server"][:2]
-            host = f"{server_host}:{server_port}".encode("latin-1")
         path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        if path[:1] != b"/":
+            # Absolute form (``GET http://host/path``): the target's authority
+            # stands in for Host (RFC 9112 section 3.2.2), routed by its path.
+            lower = path[:8].lower()
+            if lower.startswith(b"http://") or lower.startswith(b"https://"):
+                rest = path.split(b"://", 1)[1]
+                cut = rest.find(b"/")
+                host, path = (rest, b"/") if cut < 0 else (rest[:cut], rest[cut:])
+            else:
+                return ProtocolFailure(400, "unsupported request target")
+        if host and host.translate(None, HOST_CHARS):
+            return ProtocolFailure(400, "bad Host header")
+        if not host:
+            if scope.get("server"):
+                server_host, server_port = scope["server"][:2]
+                host = f"{server_host}:{server_port}".encode("latin-1")
+            else:
+                host = b"localhost"
         query = scope.get("query_string", b"")
         url = scheme.encode("ascii") + b"://" + host + path
         if query:
@@ -188,19 +207,31 @@ class ASGIApp:
                 out.append((name.encode("latin-1"), value.encode("utf-8")))
         return out
 
-    async def _simple(self, send: Any, status: int, text: str) -> None:
+    async def _simple(self, send: Any, status: int, text: str, *, close: bool = False) -> None:
         body = text.encode("utf-8") + b"\n"
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                        (b"content-length", str(len(body)).encode("ascii"))],
-        })
+        headers = [(b"content-type", b"text/plain; charset=utf-8"),
+                   (b"content-length", str(len(body)).encode("ascii"))]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     # -- HTTP --------------------------------------------------------------
 
     async def _http(self, scope: ASGIScope, receive: Any, send: Any) -> None:
+        if scope.get("http_version", "1.1") in ("1.0", "1.1") and smuggling(scope["headers"]):
+            # Answered without reading the body, and the connection closed:
+            # whatever follows in it is never taken for a request. (Reached
+            # only when _hypercorn_shim.enable_strict_http1 could not install
+            # its check, which runs before the app without hypercorn's close race.)
+            self.protocol_errors += 1
+            await self._simple(send, 400, "Content-Length with Transfer-Encoding", close=True)
+            return
+        url = self._url(scope)
+        if isinstance(url, ProtocolFailure):
+            self.protocol_errors += 1
+            await self._simple(send, url.status, url.reason, close=True)
+            return
         limit = self.limits.max_request_body
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -229,7 +260,7 @@ class ASGIApp:
                 parts.append(chunk)
             if not message.get("more_body", False):
                 break
-        request = Request._trusted(self._url(scope), scope["method"], Headers._from_raw(scope["headers"]), b"".join(parts))
+        request = Request._trusted(url, scope["method"], Headers._from_raw(scope["headers"]), b"".join(parts))
         response = await self._call(request)
         if response is None:
             await self._simple(send, 500, "internal server error")
@@ -255,7 +286,14 @@ class ASGIApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        request = Request._trusted(self._url(scope), "GET", Headers._from_raw(scope["headers"]), b"")
+        url = self._url(scope)
+        if isinstance(url, ProtocolFailure):
+            self.protocol_errors += 1
+            await send({"type": "websocket.http.response.start", "status": url.status,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "websocket.http.response.body", "body": url.reason.encode("utf-8") + b"\n"})
+            return
+        request = Request._trusted(url, "GET", Headers._from_raw(scope["headers"]), b"")
         request._ws_upgrade = True
         response = await self._call(request)
         if response is None or response.status != 101 or response.web_socket is None:
@@ -400,6 +438,7 @@ async def serve_hypercorn(
     app = ASGIApp(handler, limits)
     config = Config()
     enable_close_codes(config)
+    enable_strict_http1(config)
     bind_host = f"[{host}]" if ":" in host else host
     config.bind = [f"{bind_host}:{port}"]
     if certfile is not None:

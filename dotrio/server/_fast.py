@@ -149,7 +149,10 @@ class _Conn:
             self.mark_time = now
             return
         if state == IDLE:
-            timeout = limits.keep_alive_timeout
+            # A new connection's first request must start within the header
+            # timeout: a socket that never sends a byte must not hold a
+            # max_connections slot for the whole keep-alive time.
+            timeout = limits.keep_alive_timeout if self.requests else limits.header_timeout
         elif state == HEADERS:
             timeout = limits.header_timeout
         elif state == BODY:

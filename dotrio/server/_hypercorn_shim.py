@@ -1,4 +1,4 @@
-"""The one place dotrio reaches into hypercorn's internals (issue 10, item 4):
+"""The one place dotrio reaches into hypercorn's internals:
 exact WebSocket close codes under ``--server hypercorn``.
 
 hypercorn (0.16 to 0.18) tells an ASGI app only 1000 or 1006 when the client
@@ -35,7 +35,10 @@ import weakref
 from importlib import metadata
 from typing import Any
 
-__all__ = ["TESTED_HYPERCORN", "enable_close_codes", "hypercorn_version", "shape_problems"]
+__all__ = [
+    "TESTED_HYPERCORN", "enable_close_codes", "enable_strict_http1", "hypercorn_version", "shape_problems",
+    "h11_shape_problems",
+]
 
 #: hypercorn versions (major, minor), lowest and highest included, whose
 #: internals this module was checked against.
@@ -190,4 +193,120 @@ def enable_close_codes(config: Any) -> bool:
     if not _install():
         return False
     _enabled.add(config)
+    return True
+
+
+# -- strict HTTP/1.1 -----------------------------------------------------------
+#
+# hypercorn (h11) serves a request with both Content-Length and
+# Transfer-Encoding (going by chunked, so a request hidden in the body runs)
+# and passes any Host through. The app can refuse such a request, but an app
+# answering ``Connection: close`` while a pipelined request waits races
+# hypercorn's own close (two tasks in ``send_eof``: BusyResourceError, the
+# answer lost). So the refusal happens in the protocol, in its one reading
+# task, before any stream or app sees the request: ``H11Protocol`` (the
+# module global ``ProtocolWrapper`` builds) is replaced, once, by a factory
+# that builds a subclass overriding ``_create_stream`` for the configs passed
+# to :func:`enable_strict_http1`, hypercorn's own class for every other.
+
+_strict: weakref.WeakSet[Any] = weakref.WeakSet()
+_h11_installed: bool | None = None
+_OURS_H11 = "_dotrio_h11_protocol_factory"
+
+
+def h11_shape_problems() -> list[str]:
+    """What the strict HTTP/1.1 subclass needs from hypercorn and does not find."""
+    import hypercorn.protocol as protocol_module
+    import hypercorn.protocol.h11 as h11_module
+
+    base = getattr(h11_module, "H11Protocol", None)
+    if base is None:
+        return ["hypercorn.protocol.h11.H11Protocol is missing"]
+    problems = []
+    for name in ("_create_stream", "_send_h11_event"):
+        if not callable(getattr(base, name, None)):
+            problems.append(f"H11Protocol.{name} is missing")
+    params = list(inspect.signature(base.__init__).parameters)
+    if params[:3] != ["self", "app", "config"]:
+        problems.append(f"H11Protocol() takes {params[1:3]} first, not app, config")
+    current = getattr(protocol_module, "H11Protocol", None)
+    if current is not base and getattr(current, _OURS_H11, False) is not True:
+        problems.append("hypercorn.protocol.H11Protocol is not hypercorn's H11Protocol")
+    return problems
+
+
+def _h11_protocol_class() -> type:
+    import h11
+    from http import HTTPStatus
+
+    from hypercorn.events import Closed
+    from hypercorn.protocol.h11 import H11Protocol
+
+    from ._http1 import check_head
+
+    class DotrioH11Protocol(H11Protocol):
+        """hypercorn's H11Protocol with the fast front end's request checks."""
+
+        async def _create_stream(self, request: Any) -> None:
+            failure = check_head(request.target, list(request.headers.raw_items()))
+            if failure is None:
+                await super()._create_stream(request)
+                return
+            body = failure.reason.encode("utf-8") + b"\n"
+            await self._send_h11_event(h11.Response(
+                status_code=failure.status,
+                reason=HTTPStatus(failure.status).phrase.encode("ascii"),
+                headers=[
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode("ascii")),
+                    (b"connection", b"close"),
+                    *self.config.response_headers("h11"),
+                ],
+            ))
+            await self._send_h11_event(h11.Data(data=body))
+            await self._send_h11_event(h11.EndOfMessage())
+            await self.send(Closed())
+
+    return DotrioH11Protocol
+
+
+def _install_h11() -> bool:
+    global _h11_installed
+    if _h11_installed is not None:
+        return _h11_installed
+    import hypercorn.protocol as protocol_module
+
+    problems = h11_shape_problems()
+    version = hypercorn_version()
+    low, high = TESTED_HYPERCORN
+    if not low <= version <= high:
+        problems.append(f"hypercorn {metadata.version('hypercorn')} is outside the versions dotrio was checked against")
+    if problems:
+        log.warning("hypercorn's HTTP/1.1 checks run in the app instead (a pipelined request after "
+                    "a refused one may lose its answer): %s", "; ".join(problems))
+        _h11_installed = False
+        return False
+    base = protocol_module.H11Protocol
+    ours = _h11_protocol_class()
+
+    def factory(app: Any, config: Any, *args: Any, **kwargs: Any) -> Any:
+        cls = ours if config in _strict else base
+        return cls(app, config, *args, **kwargs)
+
+    setattr(factory, _OURS_H11, True)
+    factory.dotrio_class = ours  # type: ignore[attr-defined]
+    setattr(protocol_module, "H11Protocol", factory)  # noqa: B010 - replacing a module global, on purpose
+    _h11_installed = True
+    return True
+
+
+def enable_strict_http1(config: Any) -> bool:
+    """Make HTTP/1.1 served with this hypercorn ``Config`` refuse what the fast
+    front end refuses (``dotrio.server._http1.check_head``: Content-Length
+    with Transfer-Encoding, a bad or repeated Host, an unusable target) with
+    400 and a close, before the app sees it (idempotent). Returns whether
+    that is in place; if not, the app makes the same checks."""
+    if not _install_h11():
+        return False
+    _strict.add(config)
     return True

@@ -1,4 +1,4 @@
-"""The one place dotrio reaches into Trio's internals (issue 10, item 4).
+"""The one place dotrio reaches into Trio's internals.
 
 ``sql.exec`` is synchronous (as on Cloudflare), yet a Trio deadline of the
 calling task interrupts a long statement (the apsw progress handler in

@@ -155,7 +155,7 @@ def test_every_error_at_once_with_did_you_mean(tmp_path: Path, mod: str) -> None
     # The CLI prints them all and exits 2.
     result = CliRunner().invoke(cli, ["check", str(path)])
     assert result.exit_code == 2
-    assert result.stderr.count("expected") == len(lines)
+    assert result.stderr.splitlines() == [f"dotrio: error: {line}" for line in lines]
 
 
 def test_check_output_never_shows_secrets(tmp_path: Path, mod: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,7 +57,7 @@ class Counter(dotrio.DurableObject):
         if action == "closed":
             return dotrio.Response.json(await self.ctx.storage.get("closed"))
         if action == "slow":
-            secs = float(request.query.split("=", 1)[1]) if request.query else 1.0
+            secs = float(request.query.get("secs", "1.0"))
             # Tells the test the request is in flight inside the object.
             open(os.path.join(self.env.MARKERS, self.ctx.id.name), "w").close()
             await trio.sleep(secs)
