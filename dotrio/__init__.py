@@ -29,7 +29,7 @@ from .runtime import set_config_reader as _set_config_reader
 from .runtime._alarms import Schedule as Schedule
 from .storage import SqlCursor as SqlCursor
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 
 def _read_config(path: str | os.PathLike[str]) -> dict[str, Any]:

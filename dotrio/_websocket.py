@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from ._codec import decode, encode
 from ._context import current_actor
+from ._kernels.codec import decode, encode
 
 if TYPE_CHECKING:
     from .runtime._actor import Actor, ActorKey

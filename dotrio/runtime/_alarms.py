@@ -14,7 +14,7 @@ Truth, hint and clock
   that are at worst early or stale: a spurious wake, which the object answers
   by re-reading its own rows and going back to sleep. An alarm is never lost.
   In-memory runtimes (``data_dir=None``) keep the same index in SQLite memory.
-* **Clock**: a :class:`~dotrio._wheel.TimerWheel` holds every armed wake time
+* **Clock**: a :class:`~dotrio._kernels.wheel.TimerWheel` holds every armed wake time
   (keyed by an int: namespace number << 128 | the object id's 128-bit base,
   so no Python tuple or string per alarm). One driver task sleeps until ``next_due()``
   (epoch ms mapped to Trio time by ``RuntimeClock``, so tests run under
@@ -131,11 +131,11 @@ import trio
 from croniter import croniter
 
 from .._alarm_index import MISSING, AlarmIndex, IndexStatistics
-from .._codec import decode
 from .._errors import DataDirError, DotrioError, ObjectResetError, StorageError
 from .._ids import DurableObjectId
+from .._kernels.codec import decode
+from .._kernels.wheel import TimerWheel, WheelStatistics
 from .._object import HANDLER_NAMES, AlarmInfo
-from .._wheel import TimerWheel, WheelStatistics
 from ..storage._datadir import WakeScan, has_object_files, scan_wake_times
 from ..storage._object import _UNSET, encode_value
 

@@ -25,16 +25,17 @@ import outcome
 import trio
 
 from .._clock import RuntimeClock
-from ._alarms import AlarmManager
-from .._codec import copy as copy_value
+from .._context import request_deadline
 from .._errors import DotrioError, ObjectResetError
 from .._http import Request, Response
 from .._ids import DurableObjectId, IdFactory
+from .._kernels.codec import copy as copy_value
 from .._namespace import DurableObjectNamespace, DurableObjectStub
 from .._object import DurableObject, Env
-from ..storage import StorageBackend
+from ..storage import DEFAULT_MAX_SQL_RESULT_ROWS, StorageBackend
 from ..storage._datadir import SECRET_BYTES, load_or_create_secret, lock_data_dir
 from ._actor import Actor, ActorKey, Event, Gone
+from ._alarms import AlarmManager
 
 __all__ = ["ConfigReader", "Runtime", "RuntimeStatistics", "Namespace", "set_config_reader"]
 
@@ -108,6 +109,7 @@ class Runtime:
         drain_timeout: float = 30.0,
         sqlite_vfs: str | None = None,
         namespace_names: Mapping[str, str] | None = None,
+        max_sql_result_rows: int = DEFAULT_MAX_SQL_RESULT_ROWS,
     ) -> None:
         if not isinstance(bindings, Mapping) or not bindings:
             raise TypeError("bindings must be a non-empty mapping of binding name -> DurableObject class")
@@ -123,7 +125,8 @@ class Runtime:
         self.drain_timeout = _positive("drain_timeout", drain_timeout)
         self.max_queue = max_queue
         self.data_dir = Path(data_dir).resolve() if data_dir is not None else None
-        self.backend = StorageBackend(self.data_dir, durability=durability, pool_size=pool_size, vfs=sqlite_vfs)
+        self.backend = StorageBackend(self.data_dir, durability=durability, pool_size=pool_size, vfs=sqlite_vfs,
+                                      max_sql_result_rows=max_sql_result_rows)
         self._bindings = dict(bindings)
         # Storage identity of each class (its namespace): the class name unless a
         # migration renamed the class, in which case it keeps its first name so
@@ -320,7 +323,7 @@ class Runtime:
 
     async def call(self, ns: DurableObjectNamespace, oid: DurableObjectId, fn: Callable[[Any], Awaitable[Any]]) -> Any:
         """Run ``fn(instance)`` as an event of the object and return its outcome."""
-        event = Event(fn, trio.lowlevel.current_task())
+        event = Event(fn, trio.lowlevel.current_task(), None, request_deadline.get())
         self.submit(ns, oid, event)
 
         def abort(_: Any) -> trio.lowlevel.Abort:

@@ -2,7 +2,7 @@
 
 from ._backend import BackendStatistics, StorageBackend
 from ._object import MAX_KEY_BYTES, MAX_VALUE_BYTES, ObjectStorage, Transaction
-from ._sql import SqlCursor, SqlStorage
+from ._sql import DEFAULT_MAX_SQL_RESULT_ROWS, SqlCursor, SqlStorage
 
 __all__ = [
     "BackendStatistics",
@@ -13,4 +13,5 @@ __all__ = [
     "SqlStorage",
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
+    "DEFAULT_MAX_SQL_RESULT_ROWS",
 ]
