@@ -161,6 +161,8 @@ def dev(config: str | None, host: str | None, port: int | None, log_level: str) 
 
     try:
         code = run_dev(Path(config), host=host, port=port, echo=echo)
+    except DataDirError as exc:  # in use, read-only, damaged id-secret or alarm index
+        _die(str(exc), EXIT_RUNTIME)
     except OSError as exc:
         _die(f"cannot serve: {exc.strerror or exc}", EXIT_RUNTIME)
     sys.exit(code)
