@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .runtime._actor import Actor
     from ._websocket import WebSocket, WebSocketRequestResponsePair
 
-__all__ = ["DurableObject", "DurableObjectState", "AlarmInfo", "WorkerEntrypoint", "Env"]
+__all__ = ["DurableObject", "DurableObjectState", "AlarmInfo", "WorkerEntrypoint", "Env", "HANDLER_NAMES", "SCHEDULER_NAMES"]
 
 T = TypeVar("T")
 
@@ -32,6 +32,9 @@ HANDLER_NAMES = frozenset(
         "websocket_error",
     }
 )
+
+# The scheduler's methods on DurableObject: neither RPC methods nor schedulable.
+SCHEDULER_NAMES = frozenset({"schedule", "get_schedules", "cancel_schedule"})
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import dotrio
 import dotrio._clock
 from dotrio import AlarmInfo, DurableObject, ObjectResetError
 from dotrio._alarm_index import INDEX_FILE
-from dotrio.runtime._alarms import MAX_RETRIES, retry_delay
+from dotrio._schedule import MAX_RETRIES, retry_delay
 
 
 class _ShiftedTime:

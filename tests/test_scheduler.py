@@ -12,7 +12,8 @@ from croniter import croniter
 
 import dotrio._clock
 from dotrio import DurableObject, ObjectResetError
-from dotrio.runtime._alarms import MAX_CATCH_UP, Schedule
+from dotrio import Schedule
+from dotrio._schedule import MAX_CATCH_UP
 
 
 class _ShiftedTime:

@@ -30,6 +30,7 @@ import trio
 from .._codec import decode, encode
 from .._errors import StorageError
 from ._coalesce import MISSING, READY, Coalescer, check_key
+from ._schedules import ScheduleTable
 from ._sql import SqlCursor, SqlInterrupted, SqlStorage, run_user_sql
 
 if TYPE_CHECKING:
@@ -182,6 +183,8 @@ class ObjectStorage:
         self._gate: GateHolder | None = None
         self.alarm_listener: AlarmListener | None = None
         self.sql = SqlStorage(self)
+        self.schedules = ScheduleTable(self)
+        """The scheduler's rows in this object's database (the alarm manager's)."""
         # "power" commits run in a worker thread (in-memory databases have no
         # fsync to overlap: they commit inline).
         self._power = backend.durability == "power" and backend.data_dir is not None
@@ -238,6 +241,44 @@ class ObjectStorage:
         self._conn = conn
         self._absent = conn is None
         return conn
+
+    # ---- the engine interface of the storage subsystem (schedules, alarms) ------
+
+    def read_connection(self) -> apsw.Connection | None:
+        """The object's connection, or None while its database does not exist."""
+        return self._connection(False)
+
+    def write_connection(self) -> tuple[apsw.Connection, bool]:
+        """The object's connection inside its open write transaction (creating
+        the database if needed), and whether this call opened the transaction."""
+        conn = self._connection(True)
+        assert conn is not None
+        opened = not self._txn_open
+        self._begin(conn)
+        return conn, opened
+
+    def end_if_clean(self, conn: apsw.Connection, opened: bool) -> None:
+        """Close a transaction opened only to read (see ``write_connection``)."""
+        self._end_if_clean(conn, opened)
+
+    def mark_dirty(self) -> None:
+        """Writes were made on the connection: commit them with the turn."""
+        self._mark_dirty()
+
+    def pending_alarm_ms(self) -> int | None:
+        """The alarm time a pending ``set_alarm`` will commit (None if no
+        set_alarm is pending, or a delete is)."""
+        ms = self._alarm_pending
+        return None if ms is _UNSET else ms
+
+    def set_alarm_view(self, value: int | None) -> None:
+        """What ``get_alarm()`` answers until the next commit: the alarm system
+        hides the firing alarm (None) while ``alarm()`` runs."""
+        self._alarm_cached = value
+
+    def reload_alarm(self) -> None:
+        """Forget the alarm view: the next read goes to the database."""
+        self._alarm_cached = _UNSET
 
     def _pin(self) -> None:
         if not self._pinned:
@@ -495,6 +536,7 @@ class ObjectStorage:
         if in_txn or lost:
             self._txn_open = False
             co.clear_cache()  # the database goes back to what was committed
+            self.schedules.forget()  # a rolled-back turn may have created the table
             if conn is not None:
                 try:
                     if conn.in_transaction:
@@ -885,9 +927,6 @@ class ObjectStorage:
         self._alarm_pending = None
         self._mark_dirty()
 
-    def _set_alarm_view(self, value: Any) -> None:
-        """The alarm system hides the firing alarm from get_alarm() while alarm() runs."""
-        self._alarm_cached = value
 
 
 class Transaction:
