@@ -6,11 +6,22 @@ pass its output gate). It lives below both so neither imports the other."""
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .runtime._actor import Actor
+__all__ = ["GatedActor", "current_actor"]
 
-__all__ = ["current_actor"]
 
-current_actor: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("dotrio_current_actor", default=None)
+class GatedActor(Protocol):
+    """What the user-facing API needs of the object whose handler is running."""
+
+    def pin(self) -> None: ...
+
+    def unpin(self) -> None: ...
+
+    def gated_send(self, send: Callable[[], None]) -> None: ...
+
+
+current_actor: contextvars.ContextVar[GatedActor | None] = contextvars.ContextVar(
+    "dotrio_current_actor", default=None
+)

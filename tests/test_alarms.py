@@ -184,7 +184,7 @@ async def test_get_alarm_is_none_during_alarm_unless_set_again(make_runtime, aut
 
 
 def dotrio_clock_now(obj: DurableObject) -> int:
-    return obj.ctx._actor.runtime.clock.now_ms()
+    return obj.ctx.now_ms()
 
 
 async def test_one_alarm_at_a_time(make_runtime, autojump_clock):

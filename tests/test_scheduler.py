@@ -29,7 +29,7 @@ def make_agent(log: list, fail: set | None = None):
 
     class Agent(DurableObject):
         def _now(self) -> int:
-            return self.ctx._actor.runtime.clock.now_ms()
+            return self.ctx.now_ms()
 
         async def plan(self, when, method="tick", payload=None, **kw):
             return await self.schedule(when, method, payload, **kw)

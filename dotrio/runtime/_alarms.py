@@ -122,7 +122,9 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import apsw
 import outcome
@@ -150,9 +152,38 @@ from ..storage import ScheduleRow, encode_value
 
 if TYPE_CHECKING:
     from .._clock import RuntimeClock
-    from ..storage import ObjectStorage
+    from .._namespace import DurableObjectNamespace
+    from ..storage import ObjectStorage, StorageBackend
     from ._actor import Actor
-    from ._runtime import Runtime
+
+
+class AlarmRuntime(Protocol):
+    """What the alarm manager needs of the Runtime."""
+
+    data_dir: Path | None
+    clock: RuntimeClock | None
+    backend: StorageBackend
+
+    @property
+    def namespaces(self) -> dict[str, DurableObjectNamespace]: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    def find_namespace(self, name: str) -> DurableObjectNamespace | None: ...
+
+    def object_hex_id(self, namespace: str, base: bytes) -> str: ...
+
+    def live_actor(self, key: tuple[str, str]) -> Actor | None: ...
+
+    def post(
+        self,
+        ns: DurableObjectNamespace,
+        oid: DurableObjectId,
+        fn: Callable[[Any], Awaitable[Any]],
+        callback: Callable[[outcome.Outcome[Any]], None] | None = None,
+        force: bool = False,
+    ) -> None: ...
 
 __all__ = [
     "AlarmManager",
@@ -281,7 +312,7 @@ class _ObjectAlarms:
 class AlarmManager:
     """``rt.alarms``: the wheel, the index, the driver and the scheduler."""
 
-    def __init__(self, runtime: Runtime, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+    def __init__(self, runtime: AlarmRuntime, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be a positive int, got {max_in_flight!r}")
         self._runtime = runtime
@@ -585,12 +616,12 @@ class AlarmManager:
             return True
         rt = self._runtime
         ns_name = self._ns_names[key >> _OID_BITS]
-        ns = rt._namespaces.get(ns_name)
+        ns = rt.find_namespace(ns_name)
         if ns is None:
             self._orphaned += 1
             return True
         base = (key & _OID_MASK).to_bytes(_BASE_BYTES, "big")
-        hexid = (base + ns._ids._check(base)).hex()
+        hexid = rt.object_hex_id(ns_name, base)
         actor = rt.live_actor((ns_name, hexid))
         firing = _Firing(key, when)
         if actor is not None:
@@ -617,7 +648,7 @@ class AlarmManager:
     def _actor_key(self, key: int) -> tuple[str, str]:
         ns_name = self._ns_names[key >> _OID_BITS]
         base = (key & _OID_MASK).to_bytes(_BASE_BYTES, "big")
-        return ns_name, (base + self._runtime._namespaces[ns_name]._ids._check(base)).hex()
+        return ns_name, self._runtime.object_hex_id(ns_name, base)
 
     # ---- one wake, inside the object ---------------------------------------------------
 
@@ -698,7 +729,7 @@ class AlarmManager:
             scope = self._sleep_scope
             if scope is not None:
                 scope.cancel()
-        if not self._running or getattr(self._runtime, "_closing", False):
+        if not self._running or self._runtime.closing:
             return
         try:
             self._after_wake(firing, result)
@@ -900,6 +931,6 @@ class AlarmManager:
             loaded_on_start=self._loaded,
             orphaned_rows=self._orphaned,
             sync_covers=self._sync_covers,
-            index=index.statistics() if index is not None and not index._closed else None,
+            index=index.statistics() if index is not None and not index.closed else None,
             wheel=wheel.statistics() if wheel is not None else None,
         )

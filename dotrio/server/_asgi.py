@@ -26,8 +26,9 @@ from typing import Any
 
 import trio
 
-from .._http import Headers, Request, Response
-from ._control import ConnectionStatistics, Handler, ServerControl, ServerStatistics
+from .._http import Request, Response, headers_from_raw, trusted_request
+from .._websocket import attach_transport
+from ._control import ConnectionStatistics, Handler, ServerControl, ServerStatistics, bind_control, mark_stopped
 from ._limits import ServerLimits
 from ._ws import HANDSHAKE_MANAGED, WebSocketProtocolError, check_close_args
 
@@ -234,7 +235,7 @@ class ASGIApp:
                 parts.append(chunk)
             if not message.get("more_body", False):
                 break
-        request = Request._trusted(self._url(scope), scope["method"], Headers._from_raw(scope["headers"]), b"".join(parts))
+        request = trusted_request(self._url(scope), scope["method"], headers_from_raw(scope["headers"]), b"".join(parts))
         response = await self._call(request)
         if response is None:
             await self._simple(send, 500, "internal server error")
@@ -260,8 +261,7 @@ class ASGIApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        request = Request._trusted(self._url(scope), "GET", Headers._from_raw(scope["headers"]), b"")
-        request._ws_upgrade = True
+        request = trusted_request(self._url(scope), "GET", headers_from_raw(scope["headers"]), b"", ws_upgrade=True)
         response = await self._call(request)
         if response is None or response.status != 101 or response.web_socket is None:
             if response is None or response.status == 101:
@@ -284,7 +284,7 @@ class ASGIApp:
         ]
         await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": extra})
         transport = _ASGITransport(self.limits.ws_send_buffer)
-        endpoint = response.web_socket._attach(transport)
+        endpoint = attach_transport(response.web_socket, transport)
         self.live.add(transport)
         self.ws_total += 1
         if self.draining:
@@ -447,7 +447,7 @@ class _HypercornBackend:
         app = self.app
         return ServerStatistics(
             front_end="hypercorn",
-            addresses=list(self.control._addresses),
+            addresses=self.control.addresses,
             accepting=not app.draining,
             shutting_down=app.draining,
             open_connections=-1,  # hypercorn does not expose it
@@ -515,8 +515,8 @@ async def serve_hypercorn(
                 hostport = bind.split("://", 1)[1]
                 h, _, p = hostport.rpartition(":")
                 addresses.append((h.strip("[]"), int(p)))
-            control._bind(_HypercornBackend(app, control), addresses)
+            bind_control(control, _HypercornBackend(app, control), addresses)
             task_status.started(control)
     finally:
-        control._stopped.set()
+        mark_stopped(control)
 

@@ -244,6 +244,16 @@ class ObjectStorage:
 
     # ---- the engine interface of the storage subsystem (schedules, alarms) ------
 
+    def attach_gate(self, gate: GateHolder) -> None:
+        """The actor that holds this object's input gate and asks for flushes."""
+        self._gate = gate
+
+    @property
+    def pending_writes(self) -> bool:
+        """Writes were made since the last commit started (a commit in flight
+        does not count, unlike :attr:`dirty`)."""
+        return self._dirty
+
     def read_connection(self) -> apsw.Connection | None:
         """The object's connection, or None while its database does not exist."""
         return self._connection(False)
@@ -264,6 +274,14 @@ class ObjectStorage:
     def mark_dirty(self) -> None:
         """Writes were made on the connection: commit them with the turn."""
         self._mark_dirty()
+
+    def database_size(self) -> int:
+        """The database's size in bytes (``sql.database_size``)."""
+        return self._database_size()
+
+    def exec_user_sql(self, query: str, bindings: tuple[Any, ...]) -> SqlCursor:
+        """Run user SQL in the object's write transaction (``sql.exec``)."""
+        return self._exec_user_sql(query, bindings)
 
     def pending_alarm_ms(self) -> int | None:
         """The alarm time a pending ``set_alarm`` will commit (None if no
