@@ -9,6 +9,7 @@ from ._errors import ObjectResetError as ObjectResetError
 from ._errors import OverloadedError as OverloadedError
 from ._errors import StorageError as StorageError
 from ._http import Headers as Headers
+from ._http import QueryParams as QueryParams
 from ._http import Request as Request
 from ._http import Response as Response
 from ._ids import DurableObjectId as DurableObjectId
@@ -54,6 +55,7 @@ __all__ = [
     "Headers",
     "ObjectResetError",
     "OverloadedError",
+    "QueryParams",
     "Request",
     "Response",
     "Runtime",

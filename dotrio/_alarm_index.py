@@ -22,16 +22,28 @@ transaction, so a cover is never undone by an older settle.
 The index file uses WAL with ``synchronous=NORMAL`` (``FULL`` for
 ``durability="power"``): a committed cover survives the process being
 killed, which is what the crash guarantee needs.
+
+Damage: being a hint, the index can always be rebuilt from the objects'
+databases (:meth:`AlarmIndex.rebuild`). Opening it sets
+:attr:`AlarmIndex.rebuild_reason` when it must be: the file is missing, has
+no ``alarms`` table (an empty file), or is corrupt (then it is first moved
+aside to ``alarms.sqlite.corrupt-<time>``). A file that cannot be used at
+all (locked by another program, unreadable, a directory) raises
+:class:`~dotrio.DataDirError` saying which and what to do.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import apsw
+
+from ._errors import DataDirError
 
 __all__ = ["AlarmIndex", "IndexStatistics", "INDEX_FILE"]
 
@@ -52,6 +64,12 @@ _COVER = (
     "name=coalesce(excluded.name, alarms.name)"
 )
 _DELETE = "DELETE FROM alarms WHERE ns=? AND oid=?"
+_HAS_TABLE = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='alarms'"
+# SQLite's answers for a file that is not (or no longer) a sound database.
+_CORRUPT = (apsw.NotADBError, apsw.CorruptError)
+# Missing, no table, corrupt: what rebuild_reason says.
+MISSING = "missing"
+EMPTY = "empty"
 _GET = "SELECT when_ms FROM alarms WHERE ns=? AND oid=?"
 _NAME = "SELECT name FROM alarms WHERE ns=? AND oid=?"
 
@@ -81,21 +99,26 @@ class AlarmIndex:
         self._durability = durability
         self._conn: apsw.Connection | None = None
         self._closed = False
-        if data_dir is None:
-            self.path: str | None = None
-            self._open()
-        else:
-            self.path = os.path.join(data_dir, INDEX_FILE)
-            # Created on the first alarm, not at start: a runtime whose objects
-            # never set one leaves no file behind (reads never create files).
-            if os.path.exists(self.path):
-                self._open()
         # (ns, oid) -> the row as the upsert binds it: (ns, oid, when_ms, name).
         self._pending: dict[IndexKey, tuple[str, bytes, int | None, str | None]] = {}
         self._loaded = 0
         self._batches = 0
         self._settles = 0
         self._covers = 0
+        self.rebuild_reason: str | None = None
+        """Why the index must be rebuilt from the objects (None: it is sound as far
+        as opening it can tell): ``"missing"``, ``"empty"`` or ``"corrupt ..."``."""
+        self.moved_to: str | None = None
+        """Where a corrupt index file was moved aside to."""
+        self._had_table = True
+        if data_dir is None:
+            self.path: str | None = None
+            self._open()
+        else:
+            self.path = os.path.join(data_dir, INDEX_FILE)
+            # Created on the first alarm (or by a rebuild), not at start: a
+            # runtime whose objects never set one leaves no file behind.
+            self._open_existing()
 
     def _open(self) -> apsw.Connection:
         if self.path is None:
@@ -103,23 +126,110 @@ class AlarmIndex:
         else:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             conn = apsw.Connection(self.path, statementcachesize=16)
-            # One process owns the data dir (as for object databases): the
-            # wal-index stays in heap memory, no -shm file.
-            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={'FULL' if self._durability == 'power' else 'NORMAL'}")
-        # Rows are keyed by random ids, so a batch of 1,000 settles touches ~1,000
-        # B-tree pages: 16 MiB of cache (16 B per alarm at a million) keeps the
-        # interior and hot pages in memory (4 MiB: ~25% slower arming at 1M), and
-        # checkpointing every ~40 MB of WAL instead of every 4 MB halves the
-        # page writes of a burst of arming.
-        conn.execute("PRAGMA cache_size=-16384")
-        if self.path is not None:
-            conn.execute("PRAGMA wal_autocheckpoint=10000")
-            conn.execute("PRAGMA journal_size_limit=67108864")
-        conn.execute(_SCHEMA)
+        try:
+            if self.path is not None:
+                # One process owns the data dir (as for object databases): the
+                # wal-index stays in heap memory, no -shm file.
+                conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={'FULL' if self._durability == 'power' else 'NORMAL'}")
+            # Rows are keyed by random ids, so a batch of 1,000 settles touches ~1,000
+            # B-tree pages: 16 MiB of cache (16 B per alarm at a million) keeps the
+            # interior and hot pages in memory (4 MiB: ~25% slower arming at 1M), and
+            # checkpointing every ~40 MB of WAL instead of every 4 MB halves the
+            # page writes of a burst of arming.
+            conn.execute("PRAGMA cache_size=-16384")
+            if self.path is not None:
+                conn.execute("PRAGMA wal_autocheckpoint=10000")
+                conn.execute("PRAGMA journal_size_limit=67108864")
+            self._had_table = bool(conn.execute(_HAS_TABLE).fetchall())
+            conn.execute(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
         return conn
+
+    def _open_existing(self) -> None:
+        path = self.path
+        assert path is not None
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            self.rebuild_reason = MISSING
+            return
+        except OSError as exc:
+            raise DataDirError(f"cannot read the alarm index {path}: {exc.strerror or exc}") from None
+        if stat.S_ISDIR(mode):
+            raise DataDirError(
+                f"the alarm index {path} is a directory; move it away (dotrio rebuilds the index "
+                "from the objects' databases at start)"
+            )
+        try:
+            self._open()
+            if not self._had_table:
+                self.rebuild_reason = EMPTY
+        except _CORRUPT as exc:
+            self.discard_corrupt(exc)
+        except apsw.BusyError:
+            self._close_quietly()
+            raise DataDirError(
+                f"the alarm index {path} is locked by another program: close it (while dotrio runs, "
+                "no other program may open the data dir's databases)"
+            ) from None
+        except (apsw.ReadOnlyError, apsw.PermissionsError, apsw.CantOpenError, apsw.IOError) as exc:
+            self._close_quietly()
+            raise DataDirError(
+                f"cannot open the alarm index {path} ({exc}): dotrio must be able to read and write it; "
+                "fix its permissions, or move it away to have it rebuilt from the objects' databases"
+            ) from None
+
+    def _close_quietly(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except apsw.Error:
+                pass
+
+    def discard_corrupt(self, exc: BaseException) -> None:
+        """The index file is corrupt: close it, move it (and its WAL) aside to
+        ``alarms.sqlite.corrupt-<UTC time>`` and start an empty one, to be
+        rebuilt (:attr:`rebuild_reason` says so)."""
+        path = self.path
+        assert path is not None
+        self._close_quietly()
+        self._pending.clear()
+        self._loaded = 0
+        target = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.replace(path + suffix, target + suffix)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                raise DataDirError(
+                    f"the alarm index {path} is corrupt ({exc}) and cannot be moved aside "
+                    f"({err.strerror or err}); move or delete it to have it rebuilt"
+                ) from None
+        self.moved_to = target
+        self.rebuild_reason = f"corrupt ({exc}); moved to {target}"
+
+    def rebuild(self, rows: Iterable[tuple[str, bytes, int]]) -> int:
+        """Replace every row by ``rows`` ``(ns, oid, when_ms)``, the objects'
+        own wake times, in one transaction (creating the file if needed).
+        Returns the number of rows written."""
+        conn = self._db(True)
+        assert conn is not None
+        n = 0
+        with conn:
+            conn.execute("DELETE FROM alarms")
+            for ns, oid, when in rows:
+                conn.execute(_SETTLE, (ns, oid, when, None))
+                n += 1
+        self._pending.clear()
+        self.rebuild_reason = None
+        return n
 
     def _db(self, create: bool) -> apsw.Connection | None:
         if self._closed:

@@ -14,6 +14,7 @@ __all__ = [
     "ObjectResetError",
     "OverloadedError",
     "ConfigError",
+    "DataDirError",
 ]
 
 
@@ -41,3 +42,9 @@ class OverloadedError(DotrioError):
 class ConfigError(DotrioError):
     """A configuration file is invalid. The message names the file, the key and
     what was expected."""
+
+
+class DataDirError(DotrioError):
+    """The data dir cannot be used: in use by another process, read-only,
+    or its metadata (``id-secret``, ``alarms.sqlite``) is damaged. Raised when
+    a Runtime starts; the message names the file, what is wrong and what to do."""

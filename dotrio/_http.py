@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Union
 
+from urllib.parse import parse_qsl
+
 import orjson
 
 if TYPE_CHECKING:
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Headers",
+    "QueryParams",
     "Request",
     "Response",
     "HeadersInit",
@@ -159,10 +162,56 @@ def _as_body(body: object) -> bytes:
     raise TypeError(f"body must be bytes or str, got {type(body).__name__}")
 
 
+class QueryParams(Mapping[str, str]):
+    """The parsed query string of a request: a read-only multidict.
+
+    ``params["user"]`` and ``params.get("user")`` give the first value of a
+    name (as ``URLSearchParams.get`` does), ``params.getlist("tag")`` every
+    value in order, ``params.items(multi=True)`` every pair. Names and values
+    are percent-decoded, ``+`` is a space, and a name without ``=`` has the
+    value ``""``. ``str(params)`` is the raw query string.
+    """
+
+    __slots__ = ("_raw", "_pairs", "_first")
+
+    def __init__(self, query_string: str = "") -> None:
+        if not isinstance(query_string, str):
+            raise TypeError(f"query_string must be str, got {type(query_string).__name__}")
+        self._raw = query_string.removeprefix("?")
+        self._pairs: list[tuple[str, str]] = parse_qsl(self._raw, keep_blank_values=True)
+        first: dict[str, str] = {}
+        for name, value in self._pairs:
+            first.setdefault(name, value)
+        self._first = first
+
+    def __getitem__(self, name: str) -> str:
+        return self._first[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._first)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def getlist(self, name: str) -> list[str]:
+        """Every value of ``name``, in order (``[]`` if absent)."""
+        return [v for n, v in self._pairs if n == name]
+
+    def items(self, multi: bool = False) -> Any:  # type: ignore[override]
+        """``(name, first value)`` pairs, or with ``multi=True`` every pair in order."""
+        return list(self._pairs) if multi else self._first.items()
+
+    def __str__(self) -> str:
+        return self._raw
+
+    def __repr__(self) -> str:
+        return f"QueryParams({self._raw!r})"
+
+
 class Request:
     """An HTTP request as an object sees it: the full original URL, body in full."""
 
-    __slots__ = ("method", "url", "headers", "body", "_ws_upgrade")
+    __slots__ = ("method", "url", "headers", "body", "_ws_upgrade", "_query")
 
     def __init__(
         self,
@@ -181,6 +230,7 @@ class Request:
         self.body = _as_body(body)
         # Set by a front end when this request asks for a WebSocket upgrade.
         self._ws_upgrade: Any = None
+        self._query: QueryParams | None = None
 
     @classmethod
     def _trusted(cls, url: str, method: str, headers: Headers, body: bytes) -> Request:
@@ -191,6 +241,7 @@ class Request:
         r.headers = headers
         r.body = body
         r._ws_upgrade = None
+        r._query = None
         return r
 
     @property
@@ -202,8 +253,20 @@ class Request:
         return path.split("?", 1)[0].split("#", 1)[0]
 
     @property
-    def query(self) -> str:
+    def query_string(self) -> str:
+        """The raw query string of the URL, without the ``?`` (``""`` if none)."""
         return self.url.split("?", 1)[1].split("#", 1)[0] if "?" in self.url else ""
+
+    @property
+    def query(self) -> QueryParams:
+        """The parsed query parameters, as in ``request.query.get("user")``.
+
+        A read-only multidict (a :class:`~dotrio.QueryParams`); the raw
+        string is :attr:`query_string`."""
+        parsed = self._query
+        if parsed is None:
+            parsed = self._query = QueryParams(self.query_string)
+        return parsed
 
     def text(self) -> str:
         return self.body.decode("utf-8")

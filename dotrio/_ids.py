@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
-from pathlib import Path
 
-__all__ = ["DurableObjectId", "IdFactory", "load_or_create_secret"]
+__all__ = ["DurableObjectId", "IdFactory"]
 
 _BASE_LEN = 16
 _CHECK_LEN = 16
@@ -67,34 +65,6 @@ class DurableObjectId:
 
     def __deepcopy__(self, memo: dict) -> DurableObjectId:
         return self
-
-
-def load_or_create_secret(data_dir: Path | None) -> bytes:
-    """The data dir's id secret; created (0600) on first use. In memory: random."""
-    if data_dir is None:
-        return secrets.token_bytes(32)
-    path = data_dir / "id-secret"
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, secrets.token_bytes(32))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        # link() refuses to overwrite: if another process won the race, use its secret.
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        tmp.unlink(missing_ok=True)
-        data = path.read_bytes()
-    if len(data) != 32:
-        raise ValueError(f"{path}: id secret must be 32 bytes, found {len(data)}; the data dir is damaged")
-    return data
 
 
 class IdFactory:

@@ -185,11 +185,11 @@ class Schedule:
     cron: str | None
     """The cron expression of a cron schedule, else None."""
     tz: str | None
-    """The time zone of a cron schedule (None: UTC)."""
+    """The time zone of a cron schedule (None means UTC)."""
     repeat: float | None
     """Interval in seconds for ``repeat=`` schedules."""
     missed: str
-    """The missed-run policy: ``"latest"``, ``"all"`` or ``"skip"``."""
+    """The missed-run policy, one of ``"latest"``, ``"all"`` or ``"skip"``."""
     retries: int
     """Failed attempts of a one-shot schedule so far."""
 

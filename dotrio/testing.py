@@ -39,6 +39,14 @@ time: an hour passes in milliseconds. A test that talks to a real network peer
 (a server subprocess, say) must use real time, because an autojumping clock
 races ahead while the peer is working.
 
+This holds whatever pytest-trio is told (``trio_mode`` on or off, a
+``trio_run`` ini, a test's own ``trio`` marker or runner): the plugin keeps
+the runner pytest-trio would choose and hands it the virtual clock. Where that
+cannot work (a Hypothesis test, which pytest-trio runs with plain
+``trio.run``; a runner that drops ``clock=``), the fixtures and ``advance()``
+raise RuntimeError saying why and what to change, rather than letting the test
+run on real time.
+
 The plugin needs pytest-trio (the fixtures are async). Importing this module
 is cheap: dotrio itself is imported only when a fixture or helper is used, so
 test runs that never touch dotrio pay nothing for the plugin.
@@ -46,11 +54,12 @@ test runs that never touch dotrio pay nothing for the plugin.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import pytest
 
@@ -71,7 +80,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-# Tests that use one of these get virtual time (see the module docstring).
+# Tests that use one of these (or the dotrio marker) get virtual time (see the module docstring).
 _FIXTURES = frozenset({"dotrio_runtime", "dotrio_runtime_factory", "dotrio_data_dir"})
 _MARKER_HELP = (
     "dotrio(bindings=None, config=None, real_time=False, **runtime_kwargs): how the "
@@ -95,36 +104,151 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", _MARKER_HELP)
 
 
-def _run_virtual(fn: Callable[[], Awaitable[Any]], *, clock: Any = None, instruments: Any = ()) -> Any:
-    """pytest-trio's runner with a virtual clock unless the test chose a clock."""
-    import trio
-    import trio.testing
+class _TimePolicy(NamedTuple):
+    """What the running test asked for: real time allowed, and why it might
+    not have virtual time (said in the error when it does not)."""
 
-    if clock is None:
-        clock = trio.testing.MockClock(autojump_threshold=0)
-    return trio.run(fn, clock=clock, instruments=instruments)
+    real_time: bool
+    hint: str
+
+
+# Set around each test's call (see pytest_runtest_call); None outside pytest.
+_TIME_POLICY: contextvars.ContextVar[_TimePolicy | None] = contextvars.ContextVar(
+    "dotrio.testing time policy", default=None
+)
+_HINT = pytest.StashKey[str]()
+_DEFAULT_HINT = (
+    "ask for pytest-trio's autojump_clock (or mock_clock) fixture in the test's arguments, "
+    "or mark it @pytest.mark.dotrio(real_time=True) if real time is what you want"
+)
+_HYPOTHESIS_HINT = (
+    "pytest-trio runs Hypothesis tests with trio.run and no clock, whatever runner a marker "
+    "or the trio_run ini names, so dotrio cannot give them virtual time: add pytest-trio's "
+    "autojump_clock fixture to the test's arguments"
+)
+
+
+def _runner_named_by_ini(config: pytest.Config) -> Callable[..., Any]:
+    """The runner pytest-trio's ``trio_run`` ini option names (pytest-trio's own
+    rule: ``trio`` or ``qtrio``)."""
+    import trio
+
+    name = config.getini("trio_run") or "trio"
+    if name == "trio":
+        return trio.run
+    if name == "qtrio":
+        import qtrio  # type: ignore[import-not-found]
+
+        return qtrio.run  # type: ignore[no-any-return]
+    raise ValueError(f"{name!r} not valid for 'trio_run' config.  Must be one of: trio, qtrio")
+
+
+def _virtual_runner(item: pytest.Item, chosen: Callable[..., Any] | None) -> Callable[..., Any]:
+    """The runner pytest-trio would use for ``item`` (the ``run=`` of its first
+    trio marker that names one, else the ``trio_run`` ini option), handed a
+    ``MockClock(autojump_threshold=0)`` unless the test took a clock fixture."""
+
+    def run_virtual(fn: Callable[[], Awaitable[Any]], *, clock: Any = None, instruments: Any = ()) -> Any:
+        import trio.testing
+
+        run = chosen if chosen is not None else _runner_named_by_ini(item.config)
+        if clock is None:
+            clock = trio.testing.MockClock(autojump_threshold=0)
+        return run(fn, clock=clock, instruments=instruments)
+
+    return run_virtual
+
+
+def _wants_dotrio(item: pytest.Item) -> bool:
+    return bool(_FIXTURES.intersection(getattr(item, "fixturenames", ()))) or (
+        item.get_closest_marker("dotrio") is not None
+    )
+
+
+def _test_function(item: pytest.Item) -> Any:
+    obj = getattr(item, "obj", None)
+    hypothesis = getattr(obj, "hypothesis", None)
+    return hypothesis.inner_test if hypothesis is not None else obj
+
+
+def _wants_real_time(item: pytest.Item) -> bool:
+    marker = item.get_closest_marker("dotrio")
+    return bool(marker is not None and marker.kwargs.get("real_time"))
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    users = [item for item in items if _FIXTURES.intersection(getattr(item, "fixturenames", ()))]
+    users = [item for item in items if _wants_dotrio(item)]
     if not users:
         return
     if not config.pluginmanager.has_plugin("trio"):
         raise pytest.UsageError(
             f"{users[0].nodeid} uses dotrio's async fixtures, which need pytest-trio: pip install pytest-trio"
         )
-    # Another runner (qtrio, say) was chosen for the whole run: leave it alone.
-    if (config.getini("trio_run") or "trio") != "trio":
-        return
     for item in users:
-        marker = item.get_closest_marker("dotrio")
-        if marker is not None and marker.kwargs.get("real_time"):
-            item.add_marker(pytest.mark.trio)
+        if not inspect.iscoroutinefunction(_test_function(item)):
+            continue  # a sync test (using dotrio_data_dir, say): nothing for Trio to run
+        if _wants_real_time(item) or hasattr(getattr(item, "obj", None), "hypothesis"):
+            if hasattr(getattr(item, "obj", None), "hypothesis"):
+                item.stash[_HINT] = _HYPOTHESIS_HINT
+            if item.get_closest_marker("trio") is None:
+                item.add_marker(pytest.mark.trio)
             continue
-        # pytest-trio takes the first trio marker that names a runner, so a
-        # runner the test chose itself comes before this one and wins.
-        item.add_marker(pytest.mark.trio(run=_run_virtual))
+        # pytest-trio runs a test with the run= of the first trio marker that
+        # names one (trio_mode appends one naming the trio_run ini's runner);
+        # failing that, the ini's. Put ours first: the same runner, plus a
+        # virtual clock. Whatever the configuration, a runner that does not
+        # honour the clock is caught by _require_virtual_time, not ignored.
+        chosen = next(
+            (m.kwargs["run"] for m in item.iter_markers("trio") if m.kwargs.get("run") is not None), None
+        )
+        name = (
+            f"{getattr(chosen, '__module__', '?')}.{getattr(chosen, '__qualname__', repr(chosen))}"
+            if chosen is not None
+            else None
+        )
+        item.stash[_HINT] = (
+            f"the test runs under {name}, which ignored the clock dotrio passed it; "
+            "use a runner that accepts clock= (as trio.run does) or " + _DEFAULT_HINT
+            if name is not None
+            else f"the runner named by the trio_run ini option ignored the clock dotrio passed it; {_DEFAULT_HINT}"
+        )
+        item.add_marker(pytest.mark.trio(run=_virtual_runner(item, chosen)), append=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    # Trio copies the context into the run, so the fixtures and helpers see
+    # what this test asked for.
+    token = _TIME_POLICY.set(_TimePolicy(_wants_real_time(item), item.stash.get(_HINT, _DEFAULT_HINT)))
+    try:
+        return (yield)
+    finally:
+        _TIME_POLICY.reset(token)
+
+
+def _require_virtual_time(what: str) -> None:
+    """Raise unless the running Trio clock is a MockClock or the test asked
+    for real time: virtual time never falls back to real time in silence."""
+    import trio
+    import trio.testing
+
+    try:
+        clock = trio.lowlevel.current_clock()
+    except RuntimeError:
+        return  # not inside trio.run: nothing runs yet
+    if isinstance(clock, trio.testing.MockClock):
+        return
+    policy = _TIME_POLICY.get()
+    if policy is not None and policy.real_time:
+        return
+    hint = policy.hint if policy is not None else (
+        "outside a pytest run, pass clock=trio.testing.MockClock(autojump_threshold=0) to trio.run"
+    )
+    raise RuntimeError(
+        f"{what} needs dotrio's virtual time, but this test runs on the real clock "
+        f"({type(clock).__module__}.{type(clock).__qualname__}): {hint}"
+    )
 
 
 # ---- fixtures -------------------------------------------------------------------------
@@ -152,6 +276,7 @@ class RuntimeFactory:
         ``overrides`` are ``Runtime`` keyword arguments, and win over the file's."""
         from .runtime import Runtime
 
+        _require_virtual_time("dotrio_runtime_factory")
         if (bindings is None) == (config is None):
             raise TypeError("pass either bindings or config=, not both and not neither")
         overrides.setdefault("data_dir", self.data_dir)
@@ -309,12 +434,15 @@ async def advance(seconds: float) -> None:
     can without more time passing.
 
     Under a ``MockClock`` (the default for tests that use the dotrio fixtures)
-    this takes no real time; on the real clock it sleeps."""
+    this takes no real time. On the real clock it sleeps, but only in a test
+    marked ``@pytest.mark.dotrio(real_time=True)``; anywhere else it raises
+    RuntimeError saying why the test has no virtual time and what to change."""
     import trio
     import trio.testing
 
     if seconds < 0:
         raise ValueError(f"advance() takes a non-negative number of seconds, got {seconds!r}")
+    _require_virtual_time(f"advance({seconds!r})")
     clock = trio.lowlevel.current_clock()
     if not isinstance(clock, trio.testing.MockClock):
         await trio.sleep(seconds)

@@ -380,3 +380,202 @@ def test_the_entry_point_names_this_module() -> None:
     with open(ROOT / "pyproject.toml", "rb") as f:
         project = tomllib.load(f)["project"]
     assert project["entry-points"]["pytest11"] == {"dotrio": "dotrio.testing"}
+
+
+# ---- virtual time under every pytest-trio configuration -----------------------------------
+
+# One inner file, run under each configuration below: every test in it must get
+# the MockClock, so an hour of advance() takes no real time.
+VIRTUAL_EVERYWHERE = '''
+from objects import *
+
+HOUR = 3600
+
+
+async def check_virtual(rt):
+    assert type(trio.lowlevel.current_clock()) is trio.testing.MockClock
+    t0 = time.monotonic()
+    stub = rt.env.COUNTER.get_by_name("a")
+    await stub.arm(HOUR * 1000)
+    start = trio.current_time()
+    await advance(HOUR + 1)
+    assert trio.current_time() - start >= HOUR + 1
+    assert await stub.read("fired") == 1          # the alarm fired on the way
+    assert time.monotonic() - t0 < 5
+
+
+async def test_factory(dotrio_runtime_factory):
+    async with dotrio_runtime_factory({"COUNTER": Counter}) as rt:
+        await check_virtual(rt)
+
+
+@pytest.mark.dotrio(bindings={"COUNTER": Counter})
+async def test_runtime_fixture(dotrio_runtime):
+    await check_virtual(dotrio_runtime)
+
+
+@pytest.mark.trio
+async def test_explicit_trio_marker(dotrio_runtime_factory):
+    async with dotrio_runtime_factory({"COUNTER": Counter}) as rt:
+        await check_virtual(rt)
+
+
+class TestInAClass:
+    @pytest.mark.dotrio(bindings={"COUNTER": Counter})
+    async def test_method(self, dotrio_runtime):
+        await check_virtual(dotrio_runtime)
+
+
+def test_sync_test_with_data_dir(dotrio_data_dir):
+    assert not dotrio_data_dir.exists()
+'''
+
+# A stand-in for qtrio (which needs Qt): a runner that honours clock= as
+# qtrio.run does, and records that it ran.
+FAKE_QTRIO = '''
+import trio
+runs = []
+
+def run(fn, *args, clock=None, instruments=()):
+    runs.append(clock)
+    return trio.run(fn, *args, clock=clock, instruments=instruments)
+'''
+
+
+@pytest.mark.parametrize(
+    "ini",
+    [
+        "",
+        "trio_mode = true",
+        "trio_mode = false",
+        "trio_mode = true\ntrio_run = trio",
+        "trio_run = trio",
+        "trio_mode = true\ntrio_run = qtrio",
+        "trio_run = qtrio",
+    ],
+    ids=["no-ini", "trio_mode", "trio_mode-false", "trio_mode+trio_run=trio", "trio_run=trio",
+         "trio_mode+trio_run=qtrio", "trio_run=qtrio"],
+)
+def test_virtual_time_under_every_configuration(pytester: pytest.Pytester, ini: str) -> None:
+    write_objects(pytester)
+    pytester.makepyfile(qtrio=FAKE_QTRIO, test_everywhere=VIRTUAL_EVERYWHERE)
+    if "qtrio" in ini:
+        # The qtrio runner really ran the tests (4 async ones), with the virtual clock.
+        pytester.makeconftest(
+            "import qtrio, trio.testing\n"
+            "def pytest_unconfigure():\n"
+            "    assert len(qtrio.runs) == 4, qtrio.runs\n"
+            "    assert all(type(c) is trio.testing.MockClock for c in qtrio.runs)\n"
+        )
+    pytester.syspathinsert()
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    result = run_inner(pytester)
+    result.assert_outcomes(passed=5)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_runner_from_a_marker_gets_the_clock(pytester: pytest.Pytester) -> None:
+    write_objects(pytester)
+    pytester.makepyfile(
+        test_runner='''
+from objects import *
+
+seen = []
+
+def my_run(fn, *, clock=None, instruments=()):
+    seen.append(clock)
+    return trio.run(fn, clock=clock, instruments=instruments)
+
+pytestmark = pytest.mark.trio(run=my_run)
+
+
+async def test_module_marker_runner(dotrio_runtime_factory, request):
+    assert type(trio.lowlevel.current_clock()) is trio.testing.MockClock
+    if request.config.getini("trio_mode"):
+        # pytest-trio's own rule: trio_mode's marker on the test comes before
+        # the module's, so trio.run runs it (with dotrio's clock all the same).
+        assert seen == []
+    else:
+        assert trio.lowlevel.current_clock() is seen[-1]
+    async with dotrio_runtime_factory({"COUNTER": Counter}) as rt:
+        t0 = time.monotonic()
+        await advance(3600)
+        assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.trio(run=my_run)
+async def test_own_marker_runner(dotrio_runtime_factory, mock_clock):
+    # The test's clock fixture is what the runner gets.
+    assert seen[-1] is mock_clock is trio.lowlevel.current_clock()
+    async with dotrio_runtime_factory({"COUNTER": Counter}):
+        await advance(60)
+'''
+    )
+    for ini in ("", "trio_mode = true"):
+        pytester.makeini(f"[pytest]\n{ini}\n")
+        run_inner(pytester).assert_outcomes(passed=2)
+
+
+def test_no_virtual_time_is_an_error_that_says_what_to_change(pytester: pytest.Pytester) -> None:
+    write_objects(pytester)
+    pytester.makepyfile(
+        test_no_virtual='''
+from hypothesis import HealthCheck, given, settings, strategies as st
+from objects import *
+
+
+def run_ignoring_the_clock(fn, *, clock=None, instruments=()):
+    return trio.run(fn, instruments=instruments)
+
+
+@pytest.mark.trio(run=run_ignoring_the_clock)
+async def test_runner_ignores_clock(dotrio_runtime_factory):
+    dotrio_runtime_factory({"COUNTER": Counter})
+
+
+@settings(max_examples=1, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers())
+async def test_hypothesis_without_clock(dotrio_runtime_factory, n):
+    dotrio_runtime_factory({"COUNTER": Counter})
+
+
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 10))
+async def test_hypothesis_with_autojump_clock(dotrio_runtime_factory, autojump_clock, n):
+    async with dotrio_runtime_factory({"COUNTER": Counter}, data_dir=None) as rt:
+        t0 = time.monotonic()
+        await advance(3600 + n)
+        assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.trio
+async def test_advance_on_the_real_clock_without_the_fixtures():
+    await advance(10)
+
+
+@pytest.mark.dotrio(real_time=True)
+@pytest.mark.trio
+async def test_advance_on_the_real_clock_when_asked():
+    t0 = time.monotonic()
+    await advance(0.05)
+    assert time.monotonic() - t0 >= 0.05
+'''
+    )
+    for ini in ("", "trio_mode = true"):
+        pytester.makeini(f"[pytest]\n{ini}\n")
+        result = run_inner(pytester)
+        result.assert_outcomes(passed=2, failed=3)
+        out = result.stdout.str()
+        assert "10 real seconds" not in out
+        result.stdout.fnmatch_lines([
+            "*dotrio_runtime_factory needs dotrio's virtual time, but this test runs on the real clock*"
+            "which ignored the clock dotrio passed it*",
+        ])
+        result.stdout.fnmatch_lines([
+            "*dotrio_runtime_factory needs dotrio's virtual time*pytest-trio runs Hypothesis tests with "
+            "trio.run and no clock*add pytest-trio's autojump_clock fixture*",
+        ])
+        result.stdout.fnmatch_lines([
+            "*advance(10) needs dotrio's virtual time, but this test runs on the real clock*"
+            "autojump_clock*real_time=True*",
+        ])

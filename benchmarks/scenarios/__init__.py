@@ -15,7 +15,7 @@ Runner = Callable[[Options, Progress], ScenarioResult]
 # module:function, imported on use so that one scenario's imports (matplotlib,
 # a peer) never slow down or break another.
 SCENARIOS: dict[str, tuple[str, str]] = {
-    "http-hello": ("http:run_hello", "hello-world through dotrio serve's dispatcher vs hypercorn-trio (issue 6)"),
+    "http-hello": ("http:run_hello", "hello-world through dotrio serve's dispatcher vs hypercorn-trio (target: >= 15x)"),
     "http-hot": ("http:run_hot", "KV read+increment over HTTP on one object vs hypercorn-trio hello-world"),
     "http-spread": ("http:run_spread", "the same over 10,000 objects (--objects)"),
     "http-sql": ("http:run_sql", "the same through sql.exec"),
@@ -25,7 +25,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "alarms": ("alarms:run_alarms", "N objects armed, all due in the same second: rates, lateness, duplicates"),
     "alarms-restart": ("alarms:run_restart", "N alarms overdue at start: recovery time, duplicates, latency meanwhile"),
     "population": ("population:run", "1,000,000 objects on disk, 100,000 touched: RSS, fds, cold activation"),
-    "storage": ("storage:run", "the storage engineer's micro-benchmarks (benchmarks/bench_storage.py)"),
+    "storage": ("storage:run", "storage micro-benchmarks against raw apsw (benchmarks/bench_storage.py)"),
 }
 
 

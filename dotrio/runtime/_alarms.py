@@ -130,7 +130,7 @@ import apsw
 import outcome
 import trio
 
-from .._alarm_index import AlarmIndex, IndexStatistics
+from .._alarm_index import MISSING, AlarmIndex, IndexStatistics
 from .._codec import decode
 from .._errors import DotrioError, ObjectResetError, StorageError
 from .._ids import DurableObjectId
@@ -149,6 +149,7 @@ from .._schedule import (
 )
 from .._wheel import TimerWheel, WheelStatistics
 from ..storage import ScheduleRow, encode_value
+from ..storage._datadir import WakeScan, has_object_files, scan_wake_times
 
 if TYPE_CHECKING:
     from .._clock import RuntimeClock
@@ -213,6 +214,7 @@ _OID_BITS = 8 * _BASE_BYTES
 _OID_MASK = (1 << _OID_BITS) - 1
 _UNKNOWN: Any = object()
 _FIRST_TRY = AlarmInfo(retry_count=0, is_retry=False)  # frozen: one instance serves every first try
+_INDEX_CORRUPT = (apsw.NotADBError, apsw.CorruptError)
 
 
 @dataclass(frozen=True)
@@ -359,28 +361,59 @@ class AlarmManager:
 
     # ---- lifecycle ------------------------------------------------------------------
 
-    def start(self, nursery: trio.Nursery) -> None:
-        """Open the index, load it into the wheel, start the driver and the writer.
-        Called by the runtime once its clock and namespaces exist."""
+    def open(self) -> None:
+        """Open the index (rebuilding it from the objects' databases if it is
+        missing, empty or corrupt) and load it into the wheel. Called by the
+        runtime once its clock and namespaces exist, before its nursery opens:
+        an index that cannot be used raises DataDirError here."""
         rt = self._runtime
         assert rt.clock is not None
         self._clock = rt.clock
         for name in rt.namespaces:
             self._namespace_id(name)
-        self._index = AlarmIndex(rt.data_dir, rt.backend.durability)
-        self._wheel = TimerWheel(max(0, self._clock.now_ms()))
-        wheel = self._wheel
+        self._index = index = AlarmIndex(rt.data_dir, rt.backend.durability)
+        try:
+            self._load(index)
+        except _INDEX_CORRUPT as exc:  # found corrupt only while reading its rows
+            index.discard_corrupt(exc)
+            self._load(index)
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Start the driver and the index writer (after :meth:`open`)."""
+        assert self._wheel is not None and self._index is not None
+        self._paused = False
+        self._running = True
+        nursery.start_soon(self._driver, name="dotrio.alarms.driver")
+        nursery.start_soon(self._writer, name="dotrio.alarms.index-writer")
+
+    def _load(self, index: AlarmIndex) -> None:
+        """Fill a new wheel from the index, rebuilding the index first from the
+        objects' databases when it is missing, empty or was corrupt."""
+        assert self._clock is not None
+        data_dir = self._runtime.data_dir
+        reason = index.rebuild_reason
+        if data_dir is not None and reason is not None and (reason != MISSING or has_object_files(data_dir)):
+            scan = WakeScan()
+            rows = ((f.namespace, bytes.fromhex(f.object_id[: 2 * _BASE_BYTES]), w)
+                    for f, w in scan_wake_times(data_dir, scan))
+            index.rebuild(rows)
+            log.warning(
+                "alarm index %s was %s: rebuilt from %d object databases (%d with a wake-up)%s",
+                index.path, reason, scan.objects, scan.wakes,
+                f"; {len(scan.unreadable)} could not be read (run `dotrio fsck {data_dir}`)" if scan.unreadable else "",
+            )
+            for f, why in scan.unreadable:
+                log.error("object %s: database %s cannot be read: %s", f.label, f.path, why)
+        self._wheel = wheel = TimerWheel(max(0, self._clock.now_ms()))
+        self._loaded = self._orphaned = 0
         ns_ids = self._ns_ids
-        for ns, oid, when in self._index.load():
+        for ns, oid, when in index.load():
             i = ns_ids.get(ns)
             if i is None or len(oid) != _BASE_BYTES:
                 self._orphaned += 1
                 continue
             wheel.arm((i << _OID_BITS) | int.from_bytes(oid, "big"), clamp_ms(when))
             self._loaded += 1
-        self._running = True
-        nursery.start_soon(self._driver, name="dotrio.alarms.driver")
-        nursery.start_soon(self._writer, name="dotrio.alarms.index-writer")
 
     def pause(self) -> None:
         """Stop delivering wake-ups (the runtime is draining for shutdown): what

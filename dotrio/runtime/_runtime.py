@@ -11,8 +11,11 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import re
+import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -26,10 +29,11 @@ from ._alarms import AlarmManager
 from .._codec import copy as copy_value
 from .._errors import DotrioError, ObjectResetError
 from .._http import Request, Response
-from .._ids import DurableObjectId, IdFactory, load_or_create_secret
+from .._ids import DurableObjectId, IdFactory
 from .._namespace import DurableObjectNamespace, DurableObjectStub
 from .._object import DurableObject, Env
 from ..storage import StorageBackend
+from ..storage._datadir import SECRET_BYTES, load_or_create_secret, lock_data_dir
 from ._actor import Actor, ActorKey, Event, Gone
 
 __all__ = ["ConfigReader", "Runtime", "RuntimeStatistics", "Namespace", "set_config_reader"]
@@ -60,6 +64,26 @@ class RuntimeStatistics:
     overloaded: int
     storage: Any
     alarms: Any = None
+
+
+# The codec says "cannot store ... at value[path]"; across RPC nothing is stored.
+_CODEC_MESSAGE = re.compile(r"cannot store (.+?) at value(\S*?)([;:].*)?$", re.S)
+
+
+def _rpc_copy(value: Any, verb: str, root: str) -> Any:
+    """``copy_value`` for an RPC argument (``verb="pass"``) or result
+    (``"return"``), with errors worded for RPC: "cannot return value of type
+    'generator' from RPC"."""
+    try:
+        return copy_value(value, _PASSTHROUGH)
+    except (TypeError, ValueError) as exc:
+        found = _CODEC_MESSAGE.fullmatch(str(exc))
+        if found is None:
+            raise
+        what, path, rest = found.groups()
+        where = f" (at {root}{path})" if root or path else ""
+        direction = "to" if verb == "pass" else "from"
+        raise type(exc)(f"cannot {verb} {what} {direction} RPC{where}{rest or ''}") from None
 
 
 def _positive(name: str, value: float) -> float:
@@ -115,7 +139,7 @@ class Runtime:
         self.env = Env({})
         self.clock: RuntimeClock | None = None
         self._nursery: trio.Nursery | None = None
-        self._nursery_cm: Any = None
+        self._lifecycle: AbstractAsyncContextManager[Runtime] | None = None
         self._closing = False
         self._dirty: dict[ActorKey, Actor] = {}
         self._flusher_parked: trio.lowlevel.Task | None = None
@@ -146,22 +170,12 @@ class Runtime:
     # ---- lifecycle ------------------------------------------------------------------
 
     async def __aenter__(self) -> Runtime:
-        self.clock = RuntimeClock()
-        secret = load_or_create_secret(self.data_dir)
-        env: dict[str, Any] = dict(self._vars)
-        for bname, cls in self._bindings.items():
-            ns_name = self._namespace_names.get(cls.__name__, cls.__name__)
-            ids = self._id_factories[ns_name] = IdFactory(ns_name, secret)
-            ns = DurableObjectNamespace(self, ns_name, cls, ids)
-            self._namespaces[ns_name] = ns
-            env[bname] = ns
-        self.env = Env(env)
-        self._nursery_cm = trio.open_nursery()
-        self._nursery = await self._nursery_cm.__aenter__()
-        self._nursery.start_soon(self._flusher)
-        self._nursery.start_soon(self._sweeper)
-        self.alarms.start(self._nursery)
-        return self
+        if self._lifecycle is not None:
+            raise DotrioError("this Runtime is already running: enter it once")
+        lifecycle = self._run()
+        runtime = await lifecycle.__aenter__()
+        self._lifecycle = lifecycle
+        return runtime
 
     async def __aexit__(
         self,
@@ -169,18 +183,61 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        self.alarms.pause()  # undelivered alarms stay persisted and fire after a restart
-        try:
-            if exc is None:
-                await self.drain(self.drain_timeout)
-        finally:
-            self._closing = True
-            assert self._nursery is not None
-            self._nursery.cancel_scope.cancel()
+        lifecycle, self._lifecycle = self._lifecycle, None
+        if lifecycle is None:
+            raise DotrioError("this Runtime is not running")
+        return await lifecycle.__aexit__(exc_type, exc, tb)
+
+    @property
+    def running(self) -> bool:
+        """True between entering the Runtime and the start of its shutdown."""
+        return self._nursery is not None and not self._closing
+
+    @asynccontextmanager
+    async def _run(self) -> AsyncIterator[Runtime]:
+        """The whole lifecycle. Everything that can fail at start (the data dir
+        lock, the id secret, the alarm index) happens before the root nursery
+        opens, and each resource taken is given back by the exit stack if a
+        later step fails: a startup error leaves nothing open and is raised
+        as itself (a DataDirError saying which file, what and what to do)."""
+        with ExitStack() as resources:
+            if self.data_dir is not None:
+                resources.callback(lock_data_dir(self.data_dir).release)
+                secret = load_or_create_secret(self.data_dir)
+            else:
+                secret = secrets.token_bytes(SECRET_BYTES)
+            self.clock = RuntimeClock()
+            self._closing = False
+            env: dict[str, Any] = dict(self._vars)
+            for bname, cls in self._bindings.items():
+                ns_name = self._namespace_names.get(cls.__name__, cls.__name__)
+                ids = self._id_factories[ns_name] = IdFactory(ns_name, secret)
+                ns = DurableObjectNamespace(self, ns_name, cls, ids)
+                self._namespaces[ns_name] = ns
+                env[bname] = ns
+            self.env = Env(env)
+            # Runs last (after the nursery has closed and every object is done):
+            # commits what is left and closes every database and the index.
+            resources.callback(self._shutdown_storage)
+            self.alarms.open()
             try:
-                return await self._nursery_cm.__aexit__(exc_type, exc, tb)
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    try:
+                        nursery.start_soon(self._flusher)
+                        nursery.start_soon(self._sweeper)
+                        self.alarms.start(nursery)
+                        yield self
+                        # The body finished: undelivered alarms stay persisted (and
+                        # fire after a restart) while the objects drain.
+                        self.alarms.pause()
+                        await self.drain(self.drain_timeout)
+                    finally:
+                        self.alarms.pause()
+                        self._closing = True
+                        nursery.cancel_scope.cancel()
             finally:
-                self._shutdown_storage()
+                self._nursery = None
 
     async def drain(self, timeout: float) -> bool:
         """Wait (at most ``timeout`` s) until no object has work running or queued.
@@ -260,7 +317,7 @@ class Runtime:
 
     @property
     def closing(self) -> bool:
-        """The runtime is shutting down: no new events are accepted."""
+        """True once the runtime is shutting down (it accepts no new events)."""
         return self._closing
 
     @property
@@ -330,14 +387,14 @@ class Runtime:
     ) -> Any:
         """Call the object's RPC method ``name`` with copies of the arguments
         and return a copy of its result (what ``await stub.method(...)`` does)."""
-        args = copy_value(args, _PASSTHROUGH)
-        kwargs = copy_value(kwargs, _PASSTHROUGH)
+        args = _rpc_copy(args, "pass", "args")
+        kwargs = _rpc_copy(kwargs, "pass", "kwargs")
 
         async def run(instance: Any) -> Any:
             result = getattr(instance, name)(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
-            return copy_value(result, _PASSTHROUGH)
+            return _rpc_copy(result, "return", "")
 
         return await self.call(ns, oid, run)
 

@@ -1,20 +1,14 @@
 """The same ``Handler`` as an ASGI app, served by hypercorn's trio worker.
 
 This is the ``--server hypercorn`` path: HTTP/2 (h2c and over TLS with ALPN)
-and TLS, at hypercorn's speed (DESIGN.md, Server).
+and TLS, at hypercorn's speed.
 
-Close codes: hypercorn 0.18 tells an ASGI app only 1000 or 1006 when the client
-closes, never the reason, and drops the connection on a bad frame without a
-close frame. ``install_ws_close_hook()`` replaces hypercorn's ``WSStream`` (in
-the two modules that create it, ``hypercorn.protocol.h11`` and ``.h2``) with a
-subclass that keeps the peer's close code and reason from wsproto's
-``CloseConnection`` event and passes them in ``websocket.disconnect`` as
-``code`` and ``reason`` (the ASGI 2.3+ key), plus ``dotrio.clean`` and
-``dotrio.error`` for what ASGI has no words for. It also sends the close frame
-(1002/1007/1009) RFC 6455 asks for before dropping a misbehaving peer. The
-subclass only adds to hypercorn's behaviour, so other ASGI apps in the process
-see correct codes too; if hypercorn's internals change shape, the hook is not
-installed and a warning is logged (codes fall back to hypercorn's 1000/1006).
+Close codes: hypercorn alone tells an ASGI app only 1000 or 1006 when the
+client closes. ``serve_hypercorn`` enables ``_hypercorn_shim`` for its own
+``Config``, which reports the peer's real code and reason in
+``websocket.disconnect`` (``code``, ``reason``, plus ``dotrio.clean`` and
+``dotrio.error``); that shim is the one place dotrio touches hypercorn's
+internals.
 """
 
 from __future__ import annotations
@@ -29,6 +23,8 @@ import trio
 from .._http import Request, Response, headers_from_raw, trusted_request
 from .._websocket import attach_transport
 from ._control import ConnectionStatistics, Handler, ServerControl, ServerStatistics, bind_control, mark_stopped
+from ._http1 import HOST_CHARS, ProtocolFailure, smuggling
+from ._hypercorn_shim import enable_close_codes, enable_strict_http1
 from ._limits import ServerLimits
 from ._ws import HANDSHAKE_MANAGED, WebSocketProtocolError, check_close_args
 
@@ -144,21 +140,39 @@ class ASGIApp:
     # -- helpers -----------------------------------------------------------
 
     @staticmethod
-    def _url(scope: ASGIScope) -> str:
+    def _url(scope: ASGIScope) -> str | ProtocolFailure:
+        """The request's URL from a validated Host and the path + query, or
+        the failure to answer (the same rules as the fast front end)."""
         scheme = scope.get("scheme", "http")
         if scheme == "ws":
             scheme = "http"
         elif scheme == "wss":
             scheme = "https"
-        host = b""
+        host: bytes | None = None
         for name, value in scope["headers"]:
-            if name == b"host":
+            if name == b"host" or name == b":authority":
+                if host is not None and value != host:
+                    return ProtocolFailure(400, "more than one Host header")
                 host = value
-                break
-        if not host and scope.get("server"):
-            server_host, server_port = scope["server"][:2]
-            host = f"{server_host}:{server_port}".encode("latin-1")
         path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        if path[:1] != b"/":
+            # Absolute form (``GET http://host/path``): the target's authority
+            # stands in for Host (RFC 9112 section 3.2.2), routed by its path.
+            lower = path[:8].lower()
+            if lower.startswith(b"http://") or lower.startswith(b"https://"):
+                rest = path.split(b"://", 1)[1]
+                cut = rest.find(b"/")
+                host, path = (rest, b"/") if cut < 0 else (rest[:cut], rest[cut:])
+            else:
+                return ProtocolFailure(400, "unsupported request target")
+        if host and host.translate(None, HOST_CHARS):
+            return ProtocolFailure(400, "bad Host header")
+        if not host:
+            if scope.get("server"):
+                server_host, server_port = scope["server"][:2]
+                host = f"{server_host}:{server_port}".encode("latin-1")
+            else:
+                host = b"localhost"
         query = scope.get("query_string", b"")
         url = scheme.encode("ascii") + b"://" + host + path
         if query:
@@ -194,19 +208,31 @@ class ASGIApp:
                 out.append((name.encode("latin-1"), value.encode("utf-8")))
         return out
 
-    async def _simple(self, send: Any, status: int, text: str) -> None:
+    async def _simple(self, send: Any, status: int, text: str, *, close: bool = False) -> None:
         body = text.encode("utf-8") + b"\n"
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                        (b"content-length", str(len(body)).encode("ascii"))],
-        })
+        headers = [(b"content-type", b"text/plain; charset=utf-8"),
+                   (b"content-length", str(len(body)).encode("ascii"))]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     # -- HTTP --------------------------------------------------------------
 
     async def _http(self, scope: ASGIScope, receive: Any, send: Any) -> None:
+        if scope.get("http_version", "1.1") in ("1.0", "1.1") and smuggling(scope["headers"]):
+            # Answered without reading the body, and the connection closed:
+            # whatever follows in it is never taken for a request. (Reached
+            # only when _hypercorn_shim.enable_strict_http1 could not install
+            # its check, which runs before the app without hypercorn's close race.)
+            self.protocol_errors += 1
+            await self._simple(send, 400, "Content-Length with Transfer-Encoding", close=True)
+            return
+        url = self._url(scope)
+        if isinstance(url, ProtocolFailure):
+            self.protocol_errors += 1
+            await self._simple(send, url.status, url.reason, close=True)
+            return
         limit = self.limits.max_request_body
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -235,7 +261,7 @@ class ASGIApp:
                 parts.append(chunk)
             if not message.get("more_body", False):
                 break
-        request = trusted_request(self._url(scope), scope["method"], headers_from_raw(scope["headers"]), b"".join(parts))
+        request = trusted_request(url, scope["method"], headers_from_raw(scope["headers"]), b"".join(parts))
         response = await self._call(request)
         if response is None:
             await self._simple(send, 500, "internal server error")
@@ -261,7 +287,14 @@ class ASGIApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        request = trusted_request(self._url(scope), "GET", headers_from_raw(scope["headers"]), b"", ws_upgrade=True)
+        url = self._url(scope)
+        if isinstance(url, ProtocolFailure):
+            self.protocol_errors += 1
+            await send({"type": "websocket.http.response.start", "status": url.status,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "websocket.http.response.body", "body": url.reason.encode("utf-8") + b"\n"})
+            return
+        request = trusted_request(url, "GET", headers_from_raw(scope["headers"]), b"", ws_upgrade=True)
         response = await self._call(request)
         if response is None or response.status != 101 or response.web_socket is None:
             if response is None or response.status == 101:
@@ -345,93 +378,10 @@ class ASGIApp:
 def asgi_app(handler: Handler, limits: ServerLimits | None = None) -> ASGIApp:
     """Wrap ``handler`` as an ASGI 3 application (HTTP, WebSocket, lifespan).
 
-    For exact client close codes and reasons under hypercorn, call
-    ``install_ws_close_hook()`` first (``serve_hypercorn`` does).
+    Under a hypercorn you run yourself, client close codes arrive as
+    hypercorn reports them (1000/1006); ``serve_hypercorn`` gets exact ones.
     """
     return ASGIApp(handler, limits)
-
-
-_hook_state: bool | None = None
-
-
-def install_ws_close_hook() -> bool:
-    """Make hypercorn report the peer's real close code and reason (idempotent).
-
-    Returns whether the hook is in place.
-    """
-    global _hook_state
-    if _hook_state is not None:
-        return _hook_state
-    import hypercorn.protocol.h2 as h2_module
-    import hypercorn.protocol.h11 as h11_module
-    from hypercorn.protocol import ws_stream
-    from hypercorn.protocol.events import StreamClosed
-    from wsproto.connection import ConnectionState
-    from wsproto.events import CloseConnection, Message, Ping
-
-    base = ws_stream.WSStream
-    needed = ("handle", "_handle_events", "_send_wsproto_event", "app_send")
-    if not all(hasattr(base, n) for n in needed) or not hasattr(ws_stream, "FrameTooLargeError") or \
-            h11_module.WSStream is not base or h2_module.WSStream is not base:
-        log.warning("hypercorn's WSStream is not the shape dotrio knows; WebSocket close "
-                    "reasons from clients will not reach handlers under hypercorn")
-        _hook_state = False
-        return False
-
-    class DotrioWSStream(base):  # type: ignore[misc, valid-type]
-        """hypercorn's WSStream, keeping the peer's close code and reason."""
-
-        _dotrio_close: tuple[int, str, bool, str | None] | None = None
-
-        async def handle(self, event: Any) -> None:
-            if isinstance(event, StreamClosed) and not self.closed:  # type: ignore[has-type]
-                self.closed = True
-                if self.app_put is not None:
-                    code, reason, clean, error = self._dotrio_close or (1006, "", False, None)
-                    await self.app_put({
-                        "type": "websocket.disconnect", "code": code, "reason": reason,
-                        "dotrio.clean": clean, "dotrio.error": error,
-                    })
-                return
-            await super().handle(event)
-
-        async def _dotrio_fail(self, code: int, reason: str) -> None:
-            self._dotrio_close = (code, reason, False, reason or str(code))
-            await self._send_wsproto_event(CloseConnection(code=code, reason=reason))
-            await self.send(StreamClosed(stream_id=self.stream_id))
-
-        async def _handle_events(self) -> None:
-            for event in self.connection.events():
-                if isinstance(event, Message):
-                    if self._dotrio_close is not None:
-                        continue
-                    try:
-                        self.buffer.extend(event)
-                    except ws_stream.FrameTooLargeError:
-                        self.buffer.clear()
-                        await self._dotrio_fail(1009, "message too big")
-                        break
-                    if event.message_finished:
-                        await self.app_put(self.buffer.to_message())
-                        self.buffer.clear()
-                elif isinstance(event, Ping):
-                    await self._send_wsproto_event(event.response())
-                elif isinstance(event, CloseConnection):
-                    if self.connection.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
-                        # wsproto reports an unparseable frame this way, state unchanged.
-                        await self._dotrio_fail(int(event.code), event.reason or "")
-                        break
-                    if self._dotrio_close is None:
-                        self._dotrio_close = (int(event.code), event.reason or "", True, None)
-                    if self.connection.state == ConnectionState.REMOTE_CLOSING:
-                        await self._send_wsproto_event(event.response())
-                    await self.send(StreamClosed(stream_id=self.stream_id))
-                    break
-
-    h11_module.WSStream = DotrioWSStream  # type: ignore[misc]
-    h2_module.WSStream = DotrioWSStream  # type: ignore[misc]
-    _hook_state = True
-    return True
 
 
 class _HypercornBackend:
@@ -485,9 +435,10 @@ async def serve_hypercorn(
 
     limits = limits if limits is not None else ServerLimits()
     control = control if control is not None else ServerControl()
-    install_ws_close_hook()
     app = ASGIApp(handler, limits)
     config = Config()
+    enable_close_codes(config)
+    enable_strict_http1(config)
     bind_host = f"[{host}]" if ":" in host else host
     config.bind = [f"{bind_host}:{port}"]
     if certfile is not None:

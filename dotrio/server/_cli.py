@@ -1,6 +1,6 @@
 """The ``dotrio`` command (also ``python -m dotrio``).
 
-Commands are registered on the ``main`` click group; later issues add theirs
+Commands are registered on the ``main`` click group; other modules add theirs
 (bench, admin) with ``@main.command()`` or ``main.add_command(...)`` in their
 own modules, imported at the bottom of this file.
 
@@ -17,8 +17,9 @@ from typing import Any, NoReturn
 import click
 
 from .._config import CONFIG_NAMES, Config, find_config, load_config
+from .._errors import ConfigError, DataDirError
 from .._version import __version__
-from .._errors import ConfigError
+from ._cli_fsck import fsck
 
 __all__ = ["main"]
 
@@ -106,9 +107,53 @@ def serve(config: str | None, host: str | None, port: int | None, server: str | 
         code = run_server(cfg, **options)
     except ConfigError as exc:  # e.g. the runtime refused a value the file allowed
         _die(str(exc), EXIT_USAGE)
+    except DataDirError as exc:  # in use, read-only, damaged id-secret or alarm index
+        _die(str(exc), EXIT_RUNTIME)
     except OSError as exc:
         where = f"{host or cfg.server.host or '127.0.0.1'}:{port if port is not None else cfg.server.port or 8787}"
         _die(f"cannot serve on {where}: {exc.strerror or exc}", EXIT_RUNTIME)
+    sys.exit(code)
+
+
+@main.command()
+@_CONFIG_ARG
+@click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1, or [server] host].")
+@click.option("--port", default=None, type=click.IntRange(0, 65535), help="Port [default: 8787, or [server] port].")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(_LOG_LEVELS, case_sensitive=False))
+def dev(config: str | None, host: str | None, port: int | None, log_level: str) -> None:
+    """Serve CONFIG and restart it when its code or config changes.
+
+    Watches the config file's folder (*.py, the config file, .dev.vars). A
+    reload drains the running server gracefully (WebSockets are closed with
+    1001 and clients reconnect), keeps the data dir, and starts the new code
+    on the same address; if the new code or config fails to load, the errors
+    are printed and the running version keeps serving.
+    """
+    try:
+        import watchfiles  # noqa: F401
+    except ImportError:
+        _die("dotrio dev needs the watchfiles package: pip install 'dotrio[dev]'", EXIT_USAGE)
+    from pathlib import Path
+
+    from ._dev import run_dev
+
+    if config is None:
+        found = find_config(".")
+        if found is None:
+            names = [f"./{n}" for n in CONFIG_NAMES]
+            _die(f"no config file given and none found: looked for {', '.join(names[:-1])} and {names[-1]}",
+                 EXIT_USAGE)
+        config = str(found)
+    _setup_logging(log_level)
+
+    def echo(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    try:
+        code = run_dev(Path(config), host=host, port=port, echo=echo)
+    except OSError as exc:
+        _die(f"cannot serve: {exc.strerror or exc}", EXIT_RUNTIME)
     sys.exit(code)
 
 
@@ -174,6 +219,9 @@ def bench(args: tuple[str, ...]) -> None:
             EXIT_USAGE,
         )
     sys.exit(bench_main(list(args), prog="dotrio bench"))
+
+
+main.add_command(fsck)
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name="dotrio")

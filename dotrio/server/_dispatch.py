@@ -11,8 +11,8 @@ Routing, in order:
    Cloudflare): keep per-request state in locals, not on ``self``.
 3. Without one, default routing: ``/<binding>/<name>/<rest>`` goes to
    ``env.<binding>.get_by_name(name).fetch(request)`` with the request's full
-   original URL. ``name`` is percent-decoded. An unknown binding or a missing
-   (empty) name is a 404.
+   original URL. ``name`` is percent-decoded. ``GET /`` lists the bindings
+   (plain text); an unknown binding or a missing (empty) name is a 404.
 
 Errors: ``OverloadedError`` -> 503 with ``Retry-After``; ``ObjectResetError``
 -> 503 as well (the reset object is rebuilt by the next event, so the
@@ -161,6 +161,8 @@ class Dispatcher:
                 return response
             stub = self._route(path)
             if stub is None:
+                if path == "/" and request.method in ("GET", "HEAD"):
+                    return self.index()
                 return _plain(404, "not found\n")
             return await stub.fetch(request)
         except OverloadedError as exc:
@@ -204,6 +206,17 @@ class Dispatcher:
         if path == HEALTH_PATH and request.method in ("GET", "HEAD"):
             return self.health()
         return _plain(404, "not found\n")
+
+    def index(self) -> Response:
+        """``GET /`` under default routing: what there is to call, as text."""
+        lines = [f"dotrio: {self.name or 'app'}", "",
+                 "Default routing: /<binding>/<name>/<path> goes to that object's fetch(request).", "",
+                 "Bindings:"]
+        for binding, ns in self._routes.items():
+            cls = ns.cls
+            lines.append(f"  /{binding}/<name>/...  ->  {cls.__module__}.{cls.__qualname__}")
+        lines += ["", f"Health: {HEALTH_PATH}", ""]
+        return _plain(200, "\n".join(lines))
 
     def health(self) -> Response:
         draining = self.draining() if self.draining is not None else False

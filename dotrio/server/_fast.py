@@ -1,6 +1,6 @@
 """dotrio's own Trio HTTP/1.1 + WebSocket front end.
 
-Rules from DESIGN.md (Server), each measured there: one task per connection
+Rules, each chosen by measurement: one task per connection
 with the handler awaited directly in it (no task, channel or event per
 request); one writer per connection; one ``send_all`` per response; timeouts
 enforced by a sweep about once a second instead of a cancel scope per request;
@@ -151,7 +151,10 @@ class _Conn:
             self.mark_time = now
             return
         if state == IDLE:
-            timeout = limits.keep_alive_timeout
+            # A new connection's first request must start within the header
+            # timeout: a socket that never sends a byte must not hold a
+            # max_connections slot for the whole keep-alive time.
+            timeout = limits.keep_alive_timeout if self.requests else limits.header_timeout
         elif state == HEADERS:
             timeout = limits.header_timeout
         elif state == BODY:

@@ -71,7 +71,7 @@ class _Reject(Exception):
 Pending = tuple[Request, int, bool, "WSOffer | ProtocolFailure | None"]
 
 # Bytes allowed in a Host header (RFC 3986 reg-name / IP literal, plus port).
-_HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%"
+HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]%"
 
 
 def _parse_ws_offer(method: bytes, version: str, headers: list[tuple[bytes, bytes]]) -> WSOffer | ProtocolFailure:
@@ -109,6 +109,45 @@ def _parse_ws_offer(method: bytes, version: str, headers: list[tuple[bytes, byte
     if len(raw_key) != 16:
         return ProtocolFailure(400, "bad Sec-WebSocket-Key")
     return WSOffer(key, protocols)
+
+
+def smuggling(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Content-Length and Transfer-Encoding together: the two framings
+    disagree about where the body ends (RFC 9112 section 6.1)."""
+    length = chunked = False
+    for name, _ in headers:
+        name = name.lower()
+        if name == b"content-length":
+            length = True
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length and chunked
+
+
+def check_head(target: bytes, headers: list[tuple[bytes, bytes]]) -> ProtocolFailure | None:
+    """This parser's checks on an HTTP/1.x request head, for other parsers
+    (hypercorn's): no request smuggling, at most one Host and a valid one, a
+    path or absolute-form target with a valid authority."""
+    if smuggling(headers):
+        return ProtocolFailure(400, "Content-Length with Transfer-Encoding")
+    host = None
+    for name, value in headers:
+        if name.lower() == b"host":
+            if host is not None:
+                return ProtocolFailure(400, "more than one Host header")
+            host = value
+    if target[:1] != b"/":
+        lower = target[:8].lower()
+        if not (lower.startswith(b"http://") or lower.startswith(b"https://")):
+            return ProtocolFailure(400, "unsupported request target")
+        rest = target.split(b"://", 1)[1]
+        cut = rest.find(b"/")
+        authority = rest if cut < 0 else rest[:cut]
+        if authority.translate(None, HOST_CHARS):
+            return ProtocolFailure(400, "bad Host header")
+    if host and host.translate(None, HOST_CHARS):
+        return ProtocolFailure(400, "bad Host header")
+    return None
 
 
 class HTTP1Parser:
@@ -282,7 +321,7 @@ class HTTP1Parser:
             host = self._default_host
         elif not host:
             host = self._default_host
-        elif host.translate(None, _HOST_CHARS):
+        elif host.translate(None, HOST_CHARS):
             self._reject = ProtocolFailure(400, "bad Host header")
             raise _Reject
         self._host = host

@@ -11,7 +11,7 @@ class ServerLimits:
 
     Timeouts are enforced by a sweep that runs about once a second, so each one
     fires up to ``sweep_interval`` late; that is the price of not arming a timer
-    per request (DESIGN.md, Server).
+    per request.
     """
 
     #: request line plus headers, in bytes; over it -> 431 (414 for the URL alone)
@@ -25,7 +25,8 @@ class ServerLimits:
     max_connections: int = 10_000
     #: listen() backlog
     backlog: int = 1024
-    #: from the first byte of a request until its headers are complete -> 408
+    #: from the first byte of a request until its headers are complete -> 408;
+    #: also how long a new connection may stay silent before its first request
     header_timeout: float = 10.0
     #: the longest a request body may make no progress -> 408
     body_timeout: float = 30.0
@@ -35,7 +36,8 @@ class ServerLimits:
     keep_alive_timeout: float = 75.0
     #: one inbound WebSocket message (reassembled), in bytes; over it -> 1009
     ws_max_message_size: int = 1024 * 1024
-    #: outbound bytes queued on one WebSocket; over it -> close 1008
+    #: outbound bytes queued on one WebSocket, pongs and other control frames
+    #: included; over it -> close 1008
     ws_send_buffer: int = 16 * 1024 * 1024
     #: how long to wait for the peer's answer to our close frame
     ws_close_timeout: float = 5.0

@@ -27,7 +27,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ async def serve(
         front = partial(serve_hypercorn, host=host, port=port, limits=limits, certfile=certfile, keyfile=keyfile)
 
     control = control if control is not None else ServerControl()
-    owned = getattr(runtime, "_nursery", None) is None
+    owned = not runtime.running
     # Bounds the runtime's drain once a shutdown has begun (Runtime's own
     # drain_timeout may be longer than the grace the operator asked for).
     hard = trio.CancelScope()
@@ -165,22 +166,14 @@ async def serve(
         log.warning("dotrio: shutdown deadline passed; unfinished object work was cancelled (nothing uncommitted was acknowledged)")
 
 
-class _maybe_enter:  # noqa: N801 - used like a function
+@asynccontextmanager
+async def _maybe_enter(runtime: Runtime, owned: bool) -> AsyncIterator[Runtime]:
     """``async with runtime`` when we own it, else nothing."""
-
-    def __init__(self, runtime: Runtime, owned: bool) -> None:
-        self.runtime = runtime
-        self.owned = owned
-
-    async def __aenter__(self) -> Runtime:
-        if self.owned:
-            await self.runtime.__aenter__()
-        return self.runtime
-
-    async def __aexit__(self, *exc: Any) -> bool | None:
-        if self.owned:
-            return await self.runtime.__aexit__(*exc)
-        return None
+    if owned:
+        async with runtime:
+            yield runtime
+    else:
+        yield runtime
 
 
 def _collapse(exc: BaseException) -> BaseException:

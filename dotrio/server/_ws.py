@@ -280,7 +280,12 @@ class FastWebSocket:
                             await self._deliver(message)
                     elif isinstance(event, Ping):
                         if ws.state is ConnectionState.OPEN:
+                            # Pongs count against the send buffer like messages:
+                            # a peer that floods pings and never reads is closed
+                            # with 1008 instead of growing the buffer without end.
                             self._queue(ws.send(event.response()))
+                            if self._pending > self._send_limit:
+                                self._overflow()
                     elif isinstance(event, CloseConnection):
                         if ws.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
                             # wsproto reports a frame it could not parse as a

@@ -37,6 +37,8 @@ class BackendStatistics:
     pool: PoolStatistics | None
     memory_databases: int
     cache_budget: int
+    corrupt_objects: int = 0
+    """Object databases found corrupt since start: each fails only its own object."""
 
 
 class StorageBackend:
@@ -166,10 +168,12 @@ class StorageBackend:
         self._memory.clear()
 
     def statistics(self) -> BackendStatistics:
+        pool = self._pool.statistics() if self._pool is not None else None
         return BackendStatistics(
             data_dir=str(self.data_dir) if self.data_dir is not None else None,
             durability=self.durability,
-            pool=self._pool.statistics() if self._pool is not None else None,
+            pool=pool,
             memory_databases=len(self._memory),
             cache_budget=self.cache_budget,
+            corrupt_objects=pool.corrupt_objects if pool is not None else 0,
         )

@@ -32,6 +32,7 @@ from .._errors import StorageError
 from ._coalesce import MISSING, READY, Coalescer, check_key
 from ._schedules import ScheduleTable
 from ._sql import SqlCursor, SqlInterrupted, SqlStorage, run_user_sql
+from ._trio_shim import cancel_for_passed_deadline
 
 if TYPE_CHECKING:
     from ._backend import StorageBackend
@@ -131,30 +132,12 @@ def alarm_ms(when: object) -> int:
 
 def _deadline_cancelled() -> BaseException:
     """What a sync call interrupted by its task's deadline raises: the
-    ``trio.Cancelled`` that Trio itself would raise at the next checkpoint, so
-    that ``fail_after`` turns it into TooSlowError and ``move_on_after``
-    swallows it.
-
-    Trio has no public way to raise Cancelled from sync code, and its cancel
-    scope only catches a Cancelled once the scope is marked cancelled (the run
-    loop does that for an expired deadline on its next pass, which a sync call
-    does not reach). So: find the scope whose deadline passed, cancel it (public
-    ``cancel()``, what the run loop is about to do anyway) and create the
-    exception through Trio's private constructor. Should Trio's internals
-    change, the fallback is a StorageError saying what happened.
-    """
-    try:
-        status = trio.lowlevel.current_task()._cancel_status  # type: ignore[attr-defined]
-        now = trio.current_time()
-        while status is not None:
-            scope = status._scope
-            if scope.deadline <= now:
-                scope.cancel()
-                return trio.Cancelled._create(source="deadline")  # type: ignore[attr-defined]
-            status = status.parent
-    except (AttributeError, TypeError):
-        pass
-    return StorageError("sql.exec() was interrupted because its deadline passed; the statement was rolled back")
+    ``trio.Cancelled`` Trio itself would raise at the next checkpoint (so
+    ``fail_after`` turns it into TooSlowError and ``move_on_after`` swallows
+    it), made by the Trio shim; a StorageError saying so if the shim cannot."""
+    return cancel_for_passed_deadline() or StorageError(
+        "sql.exec() was interrupted because its deadline passed; the statement was rolled back"
+    )
 
 
 class ObjectStorage:
@@ -251,7 +234,7 @@ class ObjectStorage:
     @property
     def pending_writes(self) -> bool:
         """Writes were made since the last commit started (a commit in flight
-        does not count, unlike :attr:`dirty`)."""
+        does not count, unlike ``dirty``)."""
         return self._dirty
 
     def read_connection(self) -> apsw.Connection | None:

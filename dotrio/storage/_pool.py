@@ -27,16 +27,22 @@ connection takes ~320 µs on the same files.
 from __future__ import annotations
 
 import ctypes
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import apsw
 
+from .._errors import StorageError
+
 __all__ = [
     "ConnectionPool",
     "PoolStatistics",
     "configure_connection",
+    "open_existing",
+    "corrupt_database_error",
+    "CORRUPTION_ERRORS",
     "SCHEMA_VERSION",
     "STATEMENT_CACHE_SIZE",
     "CACHE_PAGES",
@@ -98,6 +104,44 @@ def configure_connection(conn: apsw.Connection, durability: str, in_memory: bool
             conn.execute(_SCHEMA).fetchall()
 
 
+# What SQLite raises for a file that is not (or no longer) a sound database.
+CORRUPTION_ERRORS: tuple[type[apsw.Error], ...] = (apsw.NotADBError, apsw.CorruptError)
+
+
+def open_existing(path: str, vfs: str | None = None) -> apsw.Connection:
+    """An existing database file opened as the runtime opens it (exclusive
+    locking, WAL kept, no checkpoint at close), without adding the schema:
+    for tools that inspect a data dir (the alarm index rebuild, ``dotrio
+    fsck``) while holding its lock. Raises apsw.CantOpenError if it is absent."""
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE, vfs=vfs, statementcachesize=4)
+    try:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE").fetchall()
+        conn.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, _PERSIST_WAL_ARG)
+        conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def object_label(path: str) -> str:
+    """``namespace/id`` of an object database path (``.../<ns>/<id[:2]>/<id>.sqlite``)."""
+    name = os.path.basename(path)
+    if name.endswith(".sqlite"):
+        name = name[: -len(".sqlite")]
+    return f"{os.path.basename(os.path.dirname(os.path.dirname(path)))}/{name}"
+
+
+def corrupt_database_error(path: str, exc: BaseException) -> StorageError:
+    """The one error a corrupt object database raises: names the object and
+    the file, says that only this object is affected and what to do."""
+    return StorageError(
+        f"object {object_label(path)} cannot be used: its database {path} is corrupt ({exc}); "
+        "other objects are not affected. Restore the file from a backup, or move it away to "
+        "start the object empty; `dotrio fsck DATA_DIR` lists every damaged object"
+    )
+
+
 @dataclass(frozen=True)
 class PoolStatistics:
     open: int
@@ -106,6 +150,8 @@ class PoolStatistics:
     opens: int
     closes: int
     hits: int
+    corrupt_objects: int = 0
+    """Object databases found corrupt since start (each fails only its object)."""
 
 
 class ConnectionPool:
@@ -124,6 +170,7 @@ class ConnectionPool:
         self._opens = 0
         self._closes = 0
         self._hits = 0
+        self._corrupt: set[str] = set()
 
     def get(self, path: str, create: bool, on_close: Callable[[], None]) -> apsw.Connection | None:
         """The open connection for ``path``, opening it if needed. None when the
@@ -156,10 +203,18 @@ class ConnectionPool:
             return None
         try:
             configure_connection(conn, self.durability, in_memory=False)
+        except CORRUPTION_ERRORS as exc:
+            conn.close()
+            raise self.corrupt(path, exc) from exc
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def corrupt(self, path: str, exc: BaseException) -> StorageError:
+        """Count ``path`` as a corrupt object database; the error to raise for it."""
+        self._corrupt.add(path)
+        return corrupt_database_error(path, exc)
 
     def adopt(self, path: str, conn: apsw.Connection, on_close: Callable[[], None]) -> None:
         """Take ``conn`` (from ``open``) into the pool as the most recently used."""
@@ -242,4 +297,5 @@ class ConnectionPool:
             opens=self._opens,
             closes=self._closes,
             hits=self._hits,
+            corrupt_objects=len(self._corrupt),
         )

@@ -118,7 +118,8 @@ def _patterns(raw: object) -> list[str]:
 
 
 def _query(request: Request) -> dict[str, str]:
-    return {k: v[-1] for k, v in urllib.parse.parse_qs(request.query).items()}
+    """The query parameters; a repeated name's last value wins, blank values are dropped."""
+    return {k: v for k, v in request.query.items(multi=True) if v}
 
 
 def _error(status: int, message: str) -> Response:

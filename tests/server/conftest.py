@@ -179,7 +179,7 @@ class App:
                 "ws": request._ws_upgrade,
             })
         if path == "/status":
-            code = int(request.query.split("=", 1)[1])
+            code = int(request.query["code"])
             return Response(b"" if code in (204, 304) else b"status body", status=code,
                             headers=[("x-a", "1"), ("set-cookie", "a=1"), ("set-cookie", "b=2")])
         if path == "/close":

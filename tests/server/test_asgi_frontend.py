@@ -16,7 +16,6 @@ from trio_websocket import open_websocket_url
 
 from dotrio import Request, Response
 from dotrio.server import ServerLimits, asgi_app, serve_hypercorn
-from dotrio.server._asgi import install_ws_close_hook
 
 from .conftest import App, start_server
 
@@ -100,18 +99,6 @@ async def test_plain_http_to_tls_port_is_refused(nursery: trio.Nursery, cert: tu
     async with httpx.AsyncClient() as client:
         with pytest.raises(httpx.TransportError):
             await client.get(f"http://127.0.0.1:{control.port}/", timeout=5)
-
-
-async def test_close_hook_replaces_hypercorns_ws_stream() -> None:
-    import hypercorn.protocol.h2 as h2_module
-    import hypercorn.protocol.h11 as h11_module
-    from hypercorn.protocol.ws_stream import WSStream
-
-    assert install_ws_close_hook() is True
-    assert install_ws_close_hook() is True  # idempotent
-    for module in (h11_module, h2_module):
-        assert module.WSStream is not WSStream
-        assert issubclass(module.WSStream, WSStream)
 
 
 class _ASGIDriver:

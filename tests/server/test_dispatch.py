@@ -66,7 +66,20 @@ async def test_default_routing_sends_the_full_url_to_the_named_object() -> None:
         assert (await d(request("/C/room%2042/x"))).json()["n"] == 2
 
 
-@pytest.mark.parametrize("path", ["/", "/C", "/C/", "/C//x", "/D/alice/", "/_dotrio/nope", "/_dotrio/", "/c/alice/"])
+async def test_get_root_lists_the_bindings_under_default_routing() -> None:
+    async with dotrio.Runtime(bindings={"C": Counter}) as rt:
+        d = Dispatcher(rt, name="demo")
+        r = await d(request("/"))
+        assert r.status == 200 and r.headers["content-type"].startswith("text/plain")
+        text = r.text()
+        assert text.startswith("dotrio: demo\n")
+        assert f"  /C/<name>/...  ->  {__name__}.Counter\n" in text
+        assert "/_dotrio/health" in text
+        assert (await d(request("/", method="POST"))).status == 404
+        assert rt.statistics().activations == 0
+
+
+@pytest.mark.parametrize("path", ["//", "/C", "/C/", "/C//x", "/D/alice/", "/_dotrio/nope", "/_dotrio/", "/c/alice/"])
 async def test_unknown_binding_or_missing_name_is_404(path: str) -> None:
     async with dotrio.Runtime(bindings={"C": Counter}) as rt:
         r = await Dispatcher(rt)(request(path))
