@@ -76,7 +76,7 @@ def pct(values: list[float], q: float) -> float:
 
 def section_memory(n: int, root: Path) -> dict[str, Any]:
     from dotrio._alarm_index import AlarmIndex
-    from dotrio._wheel import USING_EXTENSION, TimerWheel
+    from dotrio._kernels.wheel import USING_EXTENSION, TimerWheel
 
     rng = random.Random(1)
     data_dir = root / "memory"
@@ -467,7 +467,7 @@ def render(
     b = s["baseline"]
     now = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        "# Alarms at scale (issue 4)",
+        "# Alarms at scale",
         "",
         f"* Date: {now}",
         f"* Command: `{command}`",

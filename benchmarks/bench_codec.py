@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dotrio import _codec_py as pure  # noqa: E402
+from dotrio._kernels.codec import _pure as pure  # noqa: E402
 
 try:
-    from dotrio._ext import _codec as compiled
+    from dotrio._kernels.codec import _compiled as compiled
 except ImportError:  # not built: still compare the pure twin
     compiled = None
 
@@ -140,7 +140,7 @@ def main() -> None:
     if compiled is not None:
         impls.append(("dotrio (Cython)", compiled))
     else:
-        print("!! dotrio._ext._codec is not built: only the pure twin is measured")
+        print("!! dotrio._kernels.codec._compiled is not built: only the pure twin is measured")
     impls.append(("dotrio (pure)", pure))
 
     print(f"Python {platform.python_version()} on {platform.machine()}; ops/s of CPU time")

@@ -314,7 +314,7 @@ def _write_report(path: Path, results: list[Result], client: str, args: argparse
     lines.append("")
     if ratio is not None:
         lines.append(f"**fast / hypercorn-asgi: {ratio:.1f}× req/s; {cpu_ratio:.1f}× less server CPU per request.**"
-                     " Target (issue 6): ≥ 15× req/s.")
+                     " Target: ≥ 15× req/s.")
         lines.append("")
         lines.append("A server that is not given a whole core (\"server cores busy\" well under 1.0: wrk and other")
         lines.append("work share the 2 cores) serves fewer req/s than its CPU cost allows; on a machine where each")

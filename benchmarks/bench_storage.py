@@ -50,10 +50,10 @@ import apsw  # noqa: E402
 import trio  # noqa: E402
 
 import dotrio  # noqa: E402
-from dotrio._codec import USING_EXTENSION as CODEC_EXT  # noqa: E402
-from dotrio._codec import decode, encode  # noqa: E402
+from dotrio._kernels.coalesce import USING_EXTENSION as COALESCE_EXT  # noqa: E402
+from dotrio._kernels.codec import USING_EXTENSION as CODEC_EXT  # noqa: E402
+from dotrio._kernels.codec import decode, encode  # noqa: E402
 from dotrio.storage import StorageBackend  # noqa: E402
-from dotrio.storage._coalesce import USING_EXTENSION as COALESCE_EXT  # noqa: E402
 from dotrio.storage._object import ObjectStorage  # noqa: E402
 from dotrio.storage._pool import CACHE_PAGES, PAGE_SIZE  # noqa: E402
 

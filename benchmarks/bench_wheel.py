@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: a million armed alarms in the timer wheel vs a heapq baseline.
 
-Run from the repository root (after ``python setup.py build_ext --inplace``)::
+Run from the repository root (after ``pip install -e .``, which builds the kernels)::
 
     python benchmarks/bench_wheel.py                 # 1,000,000 alarms -> benchmarks/results/wheel.md
     python benchmarks/bench_wheel.py --n 100000 --no-write
@@ -103,11 +103,11 @@ def _rss() -> int:
 
 def _make(impl: str) -> Any:
     if impl == "ext":
-        from dotrio._ext._wheel import TimerWheel
+        from dotrio._kernels.wheel._compiled import TimerWheel
 
         return TimerWheel(NOW)
     if impl == "py":
-        from dotrio._wheel_py import TimerWheel
+        from dotrio._kernels.wheel._pure import TimerWheel
 
         return TimerWheel(NOW)
     return HeapTimers(NOW)

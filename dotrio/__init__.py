@@ -4,6 +4,7 @@ import os
 from typing import Any
 
 from ._errors import ConfigError as ConfigError
+from ._errors import DataDirError as DataDirError
 from ._errors import DotrioError as DotrioError
 from ._errors import ObjectResetError as ObjectResetError
 from ._errors import OverloadedError as OverloadedError
@@ -20,15 +21,14 @@ from ._object import DurableObject as DurableObject
 from ._object import DurableObjectState as DurableObjectState
 from ._object import Env as Env
 from ._object import WorkerEntrypoint as WorkerEntrypoint
+from ._schedule import Schedule as Schedule
 from ._version import __version__ as __version__
 from ._websocket import WebSocket as WebSocket
 from ._websocket import WebSocketPair as WebSocketPair
 from ._websocket import WebSocketRequestResponsePair as WebSocketRequestResponsePair
 from .runtime import Runtime as Runtime
 from .runtime import set_config_reader as _set_config_reader
-from .runtime._alarms import Schedule as Schedule
 from .storage import SqlCursor as SqlCursor
-
 
 
 def _read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -45,6 +45,7 @@ _set_config_reader(_read_config)
 __all__ = [
     "AlarmInfo",
     "ConfigError",
+    "DataDirError",
     "DotrioError",
     "DurableObject",
     "DurableObjectId",

@@ -116,8 +116,8 @@ class AlarmIndex:
             self._open()
         else:
             self.path = os.path.join(data_dir, INDEX_FILE)
-            # Created on the first alarm (or by a rebuild), not at start: a
-            # runtime whose objects never set one leaves no file behind.
+            # Opened if it exists; the caller rebuilds it if it must (and makes
+            # it in a new data dir), see rebuild_reason.
             self._open_existing()
 
     def _open(self) -> apsw.Connection:

@@ -6,10 +6,11 @@ pass its output gate). It lives below both so neither imports the other."""
 from __future__ import annotations
 
 import contextvars
+import math
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["GatedActor", "current_actor"]
+__all__ = ["GatedActor", "current_actor", "request_deadline"]
 
 
 class GatedActor(Protocol):
@@ -25,3 +26,10 @@ class GatedActor(Protocol):
 current_actor: contextvars.ContextVar[GatedActor | None] = contextvars.ContextVar(
     "dotrio_current_actor", default=None
 )
+
+#: The Trio time by which the request being served must be answered (the
+#: server's ``request_timeout``), inf when none. The server sets it around a
+#: request; each event an object receives takes it from the task that sent
+#: the event, and runs under it (the handler is cancelled, long SQL
+#: interrupted, when it passes), so it follows a request from object to object.
+request_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("dotrio_request_deadline", default=math.inf)

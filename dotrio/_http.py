@@ -197,7 +197,7 @@ class QueryParams(Mapping[str, str]):
         """Every value of ``name``, in order (``[]`` if absent)."""
         return [v for n, v in self._pairs if n == name]
 
-    def items(self, multi: bool = False) -> Any:  # type: ignore[override]
+    def items(self, multi: bool = False) -> Any:
         """``(name, first value)`` pairs, or with ``multi=True`` every pair in order."""
         return list(self._pairs) if multi else self._first.items()
 

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import trio
 
-from ._codec import decode, encode
 from ._context import GatedActor, current_actor
+from ._kernels.codec import decode, encode
 
 ActorKey = tuple[str, str]
 

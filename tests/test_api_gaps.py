@@ -4,13 +4,15 @@ are reported as RPC errors, not storage errors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import dotrio
 from dotrio import QueryParams, Request
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def test_query_is_a_parsed_multidict_and_the_raw_string_is_kept() -> None:
@@ -61,7 +63,8 @@ async def test_rpc_values_that_cannot_be_copied_say_rpc() -> None:
             await stub.nested()
         with pytest.raises(TypeError, match=r"^cannot pass value of type 'generator' to RPC \(at args\[1\]\)"):
             await stub.take(1, (i for i in range(2)))
-        with pytest.raises(TypeError, match=r"^cannot pass value of type 'bytearray' to RPC \(at kwargs\['b'\]\); use bytes"):
+        bytearray_kwarg = r"^cannot pass value of type 'bytearray' to RPC \(at kwargs\['b'\]\); use bytes"
+        with pytest.raises(TypeError, match=bytearray_kwarg):
             await stub.take(b=bytearray(b"x"))
         assert await stub.take(1, b=2) == 2
         # The query reaches the object parsed, through fetch.

@@ -9,7 +9,6 @@ list() calls interleaved with pending writes and committed data, for each twin.
 
 from __future__ import annotations
 
-import os
 from bisect import bisect_left
 from pathlib import Path
 from typing import Any
@@ -19,26 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dotrio._codec import decode, encode
-from dotrio.storage import _coalesce, _coalesce_py, _object
+from dotrio._kernels.codec import decode, encode
 from dotrio.storage._backend import StorageBackend
+from dotrio.storage import _object
 from dotrio.storage._object import ObjectStorage
+from tests.twins import both, twin_fixture
 
-try:
-    from dotrio._ext import _coalesce as compiled
-except ImportError:  # the extension test below fails loudly in that case
-    compiled = None
-
-TWINS = [pytest.param(_coalesce_py, id="pure")] + ([pytest.param(compiled, id="compiled")] if compiled else [])
-
-
-def test_extension_in_use_unless_disabled() -> None:
-    disabled = os.environ.get("DOTRIO_NO_EXTENSIONS", "") not in ("", "0")
-    assert _coalesce.USING_EXTENSION is (not disabled)
-    assert compiled is not None, "dotrio._ext._coalesce is not built"
-    expected = _coalesce_py.Coalescer if disabled else compiled.Coalescer
-    assert _coalesce.Coalescer is expected
-    assert _object.Coalescer is expected
+mod = twin_fixture("coalesce")
 
 
 # Few, short keys (with non-ASCII, astral and NUL code points) so that
@@ -82,8 +68,8 @@ OPS = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(ops=OPS, budget=st.sampled_from([0, 200, 600, 32 * 1024]))
 def test_twins_agree_with_each_other_and_a_model(ops: list[tuple], budget: int) -> None:
-    twins = [m.Coalescer(budget) for m in ([_coalesce_py, compiled] if compiled else [_coalesce_py])]
-    missing = [m.MISSING for m in ([_coalesce_py, compiled] if compiled else [_coalesce_py])]
+    twins = [m.Coalescer(budget) for m in both("coalesce")]
+    missing = [m.MISSING for m in both("coalesce")]
     db: dict[str, bytes] = {}  # what is committed
     pending: dict[str, bytes | None] = {}
     inflight: dict[str, bytes | None] | None = None
@@ -185,7 +171,6 @@ def test_twins_agree_with_each_other_and_a_model(ops: list[tuple], budget: int) 
         assert len({(c.cache_bytes, c.cache_entries) for c in twins}) == 1
 
 
-@pytest.mark.parametrize("mod", TWINS)
 def test_check_key(mod: Any) -> None:
     assert mod.check_key("abc") == "abc"
     assert mod.check_key("é" * 1024) == "é" * 1024  # 2048 bytes exactly
@@ -201,7 +186,6 @@ def test_check_key(mod: Any) -> None:
         mod.check_key("x" * 2049)
 
 
-@pytest.mark.parametrize("mod", TWINS)
 def test_cache_budget_and_big_values(mod: Any) -> None:
     c = mod.Coalescer(1000)
     for i in range(50):
@@ -222,7 +206,6 @@ def test_cache_budget_and_big_values(mod: Any) -> None:
         c.put("k", "not bytes")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("mod", TWINS)
 def test_big_batch_settle_drops_stale_cache_entries(mod: Any) -> None:
     c = mod.Coalescer()
     c.remember("k5", b"old")
@@ -274,7 +257,6 @@ def _expected_list(model: dict[str, int], prefix, start, after, end, reverse, li
     return [(k, model[k]) for k in keys]
 
 
-@pytest.mark.parametrize("mod", TWINS)
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=STORE_OPS, on_disk=st.booleans())
 async def test_storage_list_interleaved_with_pending_writes(
@@ -376,7 +358,7 @@ async def test_list_merges_without_writing_the_buffer(tmp_path: Path) -> None:
 
 
 def test_merge_reads_rows_lazily() -> None:
-    for mod in [_coalesce_py] + ([compiled] if compiled else []):
+    for mod in both("coalesce"):
         c = mod.Coalescer()
         c.put("b", encode(1))
         consumed = []
@@ -414,7 +396,7 @@ FIXED_KEYS = ["", "\x00", "a", "aa", "ab", "b", "ba", "z", "é", "éa", "\uffff"
     reverse=st.booleans(),
 )
 def test_any_insertion_order_gives_key_order(order, deleted, lo, hi, lo_incl, reverse) -> None:
-    for mod in [_coalesce_py] + ([compiled] if compiled else []):
+    for mod in both("coalesce"):
         c = mod.Coalescer()
         for k in order:
             if k in deleted:
@@ -429,7 +411,6 @@ def test_any_insertion_order_gives_key_order(order, deleted, lo, hi, lo_incl, re
         assert [k for (k,) in dels] == sorted(deleted)
 
 
-@pytest.mark.parametrize("mod", TWINS)
 def test_value_level_calls(mod: Any) -> None:
     c = mod.Coalescer()
     c.put_value("a", {"x": [1, 2]})
@@ -459,7 +440,6 @@ def test_value_level_calls(mod: Any) -> None:
     assert c.get_value("ok") is mod.MISSING
 
 
-@pytest.mark.parametrize("mod", TWINS)
 def test_cached_values_are_never_shared_mutably(mod: Any) -> None:
     import datetime as dt
 

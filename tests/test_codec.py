@@ -5,9 +5,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import enum
-import importlib
 import math
-import os
 import struct
 import zoneinfo
 from types import ModuleType
@@ -17,50 +15,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import dotrio._codec
-from dotrio import _codec_py
-
-try:
-    _ext: ModuleType | None = importlib.import_module("dotrio._ext._codec")
-except ImportError:
-    _ext = None
-
-IMPLS = {"py": _codec_py, "ext": _ext}
-NO_EXT = os.environ.get("DOTRIO_NO_EXTENSIONS", "") not in ("", "0")
+from dotrio._kernels.codec import _pure as _codec_py
+from tests.twins import both, twin, twin_fixture
 
 # The machine is shared and slow at times: no per-example deadline.
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-
-@pytest.fixture(params=["py", "ext"], scope="module")
-def codec(request: pytest.FixtureRequest) -> ModuleType:
-    mod = IMPLS[request.param]
-    if mod is None:
-        pytest.fail("dotrio._ext._codec is not built (pip install -e . builds it)")
-    return mod
-
-
-def both() -> list[ModuleType]:
-    return [m for m in (_codec_py, _ext) if m is not None]
-
-
-def test_extension_in_use() -> None:
-    # CI builds the extension; a silent fallback to the pure twin is a failure.
-    if NO_EXT:
-        assert dotrio._codec.USING_EXTENSION is False
-    else:
-        assert dotrio._codec.USING_EXTENSION is True
-        assert dotrio._codec.encode is _ext.encode  # type: ignore[union-attr]
-
-
-def test_selector_exports() -> None:
-    for name in ("MAX_DEPTH", "FORMAT_VERSION", "encode", "decode", "copy", "USING_EXTENSION"):
-        assert name in dotrio._codec.__all__
-        assert hasattr(dotrio._codec, name)
-    assert dotrio._codec.MAX_DEPTH == _codec_py.MAX_DEPTH == 256
-    if _ext is not None:
-        assert _ext.MAX_DEPTH == _codec_py.MAX_DEPTH
-        assert _ext.FORMAT_VERSION == _codec_py.FORMAT_VERSION
+codec = twin_fixture("codec", scope="module")
 
 
 # ---------------------------------------------------------------- comparing
@@ -196,7 +157,7 @@ def test_round_trip(codec: ModuleType, v: Any) -> None:
 @FAST
 @given(v=values)
 def test_twins_agree(v: Any) -> None:
-    assert _ext is not None, "dotrio._ext._codec is not built (pip install -e . builds it)"
+    _ext = twin("codec", "compiled")
     data = _codec_py.encode(v)
     assert _ext.encode(v) == data
     assert same(_ext.decode(data), v)
@@ -439,7 +400,7 @@ SUPPORTED = (
 def all_errors(v: Any) -> list[str]:
     """The error each of encode/copy of each twin raises, as 'Type: message'."""
     out = []
-    for mod in both():
+    for mod in both("codec"):
         for fn in (mod.encode, mod.copy):
             try:
                 fn(v)
@@ -631,7 +592,7 @@ def decode_outcome(mod: ModuleType, data: bytes) -> Any:
 
 
 def assert_twins_agree(data: bytes) -> None:
-    outcomes = [decode_outcome(m, data) for m in both()]
+    outcomes = [decode_outcome(m, data) for m in both("codec")]
     first = outcomes[0]
     for other in outcomes[1:]:
         assert other[0] == first[0]
@@ -649,7 +610,7 @@ def test_fuzz_random_bytes(data: bytes) -> None:
 def test_fuzz_damaged_encodings(v: Any, cut: int, flips: list[tuple[int, int]]) -> None:
     data = _codec_py.encode(v)
     truncated = data[: cut % len(data)]
-    for mod in both():
+    for mod in both("codec"):
         with pytest.raises(ValueError, match="^corrupt stored value: "):
             mod.decode(truncated)
     damaged = bytearray(data)

@@ -10,14 +10,15 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 import apsw
 import pytest
 import trio
+import trio.lowlevel
 
 import dotrio
-from dotrio import DurableObject
-from dotrio._errors import DataDirError
+from dotrio import DataDirError, DurableObject
 from dotrio.runtime._fsck import fsck
 from tests.helpers.readonly import read_only
 
@@ -25,7 +26,7 @@ INDEX = "alarms.sqlite"
 
 
 class Box(DurableObject):
-    fired: dict[str, int] = {}
+    fired: ClassVar[dict[str, int]] = {}
 
     async def put(self, value: object) -> None:
         await self.ctx.storage.put("v", value)
@@ -93,18 +94,31 @@ async def test_locked_alarm_index_is_one_clear_error_and_unwinds(make_runtime, d
         other.execute("ROLLBACK")
         other.close()
     # The Trio run is intact (no corrupted cancel scope stack) and the dir usable.
-    await trio.sleep(0)
+    await trio.lowlevel.checkpoint()
     async with make_runtime({"B": Box}) as rt:
         assert await rt.env.B.get_by_name("a").get_alarm() is not None
 
 
 async def test_unusable_alarm_index_is_one_clear_error(make_runtime, data_dir):
     await seed(make_runtime, ["a"])
+    damage_index(data_dir, "deleted")
     (data_dir / INDEX).mkdir()
     with pytest.raises(DataDirError, match=r"alarms\.sqlite is a directory; move it away"):
         async with make_runtime({"B": Box}):
             pass  # pragma: no cover
     (data_dir / INDEX).rmdir()
+    async with make_runtime({"B": Box}) as rt:
+        assert await rt.env.B.get_by_name("a").value() == "a"
+
+
+async def test_alarm_index_that_cannot_be_made_is_one_clear_error(make_runtime, data_dir, tmp_path):
+    await seed(make_runtime, ["a"])
+    damage_index(data_dir, "deleted")
+    (data_dir / INDEX).symlink_to(tmp_path / "no-such-dir" / INDEX)  # a rebuild cannot create it
+    with pytest.raises(DataDirError, match=r"cannot use the alarm index \S+alarms\.sqlite \(unable to open"):
+        async with make_runtime({"B": Box}):
+            pass  # pragma: no cover
+    (data_dir / INDEX).unlink()
     async with make_runtime({"B": Box}) as rt:
         assert await rt.env.B.get_by_name("a").value() == "a"
 
@@ -203,18 +217,22 @@ async def test_damaged_index_is_rebuilt_and_alarms_fire(make_runtime, data_dir, 
     assert rows == [("Box", bytes.fromhex(later_id[:32]), now + 3_600_000)]
 
 
-async def test_index_of_a_data_dir_without_alarms_is_made_once(make_runtime, data_dir, caplog):
+async def test_index_is_made_in_a_new_data_dir_and_rebuilt_once_if_lost(make_runtime, data_dir, caplog):
+    caplog.set_level(logging.WARNING, "dotrio.alarms")
     await seed(make_runtime, ["a", "b"])
     assert len((data_dir / "id-secret").read_bytes()) == 32
-    assert not (data_dir / INDEX).exists()  # no objects at start: still made by the first alarm only
-    caplog.set_level(logging.WARNING, "dotrio.alarms")
+    assert (data_dir / INDEX).is_file()  # made (empty) at the first start: later, missing means lost
     async with make_runtime({"B": Box}):
         pass
-    assert "rebuilt from 2 object databases (0 with a wake-up)" in caplog.text
+    assert "rebuilt" not in caplog.text
+    damage_index(data_dir, "deleted")  # e.g. a data dir from before the index was made at start
+    async with make_runtime({"B": Box}):
+        pass
+    assert "was missing: rebuilt from 2 object databases (0 with a wake-up)" in caplog.text
     caplog.clear()
     async with make_runtime({"B": Box}):
         pass
-    assert "rebuilt" not in caplog.text  # the (empty) index now exists: no rescan
+    assert "rebuilt" not in caplog.text  # once: no rescan at every start
 
 
 # ---- a corrupt object file fails only that object ----------------------------------------------
@@ -248,7 +266,8 @@ async def test_corrupt_object_fails_only_itself_and_is_counted(make_runtime, dat
 async def test_read_only_data_dir_is_reported_at_start(make_runtime, data_dir):
     await seed(make_runtime, ["a"])
     with read_only(data_dir) as why:
-        with pytest.raises(DataDirError, match=rf"data dir {data_dir} is read-only \({why}\): .*mount it read-write"):
+        expected = rf"data dir {data_dir} is read-only \({why}\): .*mount it read-write"
+        with pytest.raises(DataDirError, match=expected):
             async with make_runtime({"B": Box}):
                 pass  # pragma: no cover
     async with make_runtime({"B": Box}) as rt:

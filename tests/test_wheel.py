@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import importlib
-import os
 import random
 import weakref
 from types import ModuleType
@@ -24,55 +22,15 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from dotrio import _wheel_py
+from dotrio._kernels.wheel import _pure as _wheel_py
+from tests.twins import both, twin_fixture
 
 INT64_MAX = (1 << 63) - 1
 DAY = 86_400_000
 YEAR = 365 * DAY
 EPOCH_NOW = 1_700_000_000_000  # a realistic epoch-ms "now"
 
-_NO_EXT = os.environ.get("DOTRIO_NO_EXTENSIONS", "") not in ("", "0")
-
-
-def _compiled() -> ModuleType | None:
-    try:
-        from dotrio._ext import _wheel
-    except ImportError:
-        return None
-    return _wheel
-
-
-@pytest.fixture(params=["py", "ext"])
-def impl(request: pytest.FixtureRequest) -> ModuleType:
-    if request.param == "py":
-        return _wheel_py
-    mod = _compiled()
-    if mod is None:
-        pytest.fail("dotrio._ext._wheel is not built (python setup.py build_ext --inplace)")
-    return mod
-
-
-def test_selector_uses_extension_unless_disabled() -> None:
-    import dotrio._wheel as sel
-
-    assert sel.USING_EXTENSION is (not _NO_EXT)
-    assert set(sel.__all__) == {"USING_EXTENSION", "TimerWheel", "WheelStatistics"}
-
-
-def test_selector_env_picks_pure_twin(monkeypatch: pytest.MonkeyPatch) -> None:
-    import dotrio._wheel as sel
-
-    try:
-        monkeypatch.setenv("DOTRIO_NO_EXTENSIONS", "1")
-        importlib.reload(sel)
-        assert sel.USING_EXTENSION is False
-        assert sel.TimerWheel is _wheel_py.TimerWheel
-        monkeypatch.setenv("DOTRIO_NO_EXTENSIONS", "0")
-        importlib.reload(sel)
-        assert sel.USING_EXTENSION is (_compiled() is not None)
-    finally:
-        monkeypatch.undo()
-        importlib.reload(sel)
+impl = twin_fixture("wheel")
 
 
 # -- model-based differential test ------------------------------------------------------
@@ -192,11 +150,10 @@ class TwinsMachine(RuleBasedStateMachine):
 
     @initialize(now=st.integers(0, 1 << 42), tick=st.sampled_from([1, 3, 1000]))
     def start(self, now: int, tick: int) -> None:
-        ext = _compiled()
-        assert ext is not None
+        pure, compiled = both("wheel")
         self.now = now
-        self.a = _wheel_py.TimerWheel(now, tick)
-        self.b = ext.TimerWheel(now, tick)
+        self.a = pure.TimerWheel(now, tick)
+        self.b = compiled.TimerWheel(now, tick)
 
     @rule(key=keys_st, delta=st.one_of(st.integers(-3, 3), delta_st))
     def arm(self, key: object, delta: int) -> None:
@@ -220,7 +177,7 @@ class TwinsMachine(RuleBasedStateMachine):
 
 
 def test_twins_identical() -> None:
-    assert _compiled() is not None, "dotrio._ext._wheel is not built (python setup.py build_ext --inplace)"
+    both("wheel")  # fails here, not inside hypothesis, when the extension is not built
     run_state_machine_as_test(TwinsMachine, settings=_MACHINE_SETTINGS)
 
 

@@ -170,7 +170,7 @@ async def _touch(data_dir: Path, n: int, touch: int, pool_size: int | None, prog
                       marginal <= 266 * 1024 / 20)
         if pool is not None and live_a:
             per_conn = (rss_a - rss0 - marginal * live_a) / max(1, pool.capacity)
-            result.figure("RSS per pooled connection (derived)", per_conn, "bytes", "<= 65,536 (issue 3)",
+            result.figure("RSS per pooled connection (derived)", per_conn, "bytes", "<= 65,536",
                           per_conn <= 65536)
     else:
         result.notes.append("touch fewer than twice the pool size: no marginal per-object figure "

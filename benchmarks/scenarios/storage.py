@@ -24,7 +24,7 @@ SCRIPT = REPO / "benchmarks" / "bench_storage.py"
 def run(opts: Options, progress: Progress) -> ScenarioResult:
     result = new_result("storage", opts, script=str(SCRIPT.relative_to(REPO)))
     if not SCRIPT.exists():
-        result.notes.append(f"{SCRIPT.relative_to(REPO)} does not exist yet (issue 3): nothing to gather")
+        result.notes.append(f"{SCRIPT.relative_to(REPO)} does not exist: nothing to gather")
         return result
     cmd = [sys.executable, str(SCRIPT)]
     if opts.quick:

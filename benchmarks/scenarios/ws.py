@@ -85,7 +85,7 @@ def run_echo(opts: Options, progress: Progress) -> ScenarioResult:
     progress.done()
     for dur, m in ours.items():
         result.ratio(f"{m.name} / baseline (hypercorn-trio echo)", m, baseline)
-        result.ratio(f"{m.name} / trio-websocket echo (issue 6)", m, tws, 1.2 if dur == "process" else None)
+        result.ratio(f"{m.name} / trio-websocket echo", m, tws, 1.2 if dur == "process" else None)
     if peer is not None:
         for dur, m in ours.items():
             result.ratio(f"{m.name} [{dur}] / workerd", m, peer, 1.0)
@@ -190,7 +190,7 @@ def run_hibernate(opts: Options, progress: Progress) -> ScenarioResult:
         result.notes.append("the health endpoint did not answer while the sockets were held: no live-object "
                             "count")
     result.figure("live objects while held (hibernated ones are evicted)", live, "", "~0 (all hibernated)")
-    result.figure("server RSS per hibernated WebSocket", per, "bytes", "<= 16,384 (issue 6)", per <= 16384)
+    result.figure("server RSS per hibernated WebSocket", per, "bytes", "<= 16,384", per <= 16384)
     result.figure("server RSS before / with the sockets held", f"{rss0 / 2**20:.0f} / {int(held['rss']) / 2**20:.0f}",  # type: ignore[call-overload]
                   "MiB")
     result.figure("server fds before / with the sockets held", f"{fds0} / {held['fds']}")

@@ -34,10 +34,9 @@ import json
 import os
 import sys
 import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType, ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
 from .._object import DurableObject, WorkerEntrypoint
@@ -56,6 +55,9 @@ from ._schema import (
     load_runtime,
     load_server,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["DEV_VARS", "VAR_ENV_PREFIX", "find_config", "load_config", "parse_jsonc", "runtime_kwargs_from_file"]
 
@@ -376,7 +378,8 @@ def _load_bindings(
     state = _Bindings()
     for i, item in enumerate(raw):
         with check.guard():
-            _load_binding(check, f"durable_objects.bindings[{i}]", item, root, main_module, main_failed, replayed, state)
+            _load_binding(check, f"durable_objects.bindings[{i}]", item, root, main_module, main_failed, replayed,
+                          state)
     return tuple(state.out)
 
 
@@ -445,7 +448,8 @@ def _load_binding(
     state.by_namespace[namespace] = (cls, key)
     other = state.by_dunder.get(cls.__name__)
     if other is not None and other[0] is not cls:
-        check.fail(key, "classes with distinct __name__", written, f"{other[1]} is another class named {cls.__name__!r}")
+        check.fail(key, "classes with distinct __name__", written,
+                   f"{other[1]} is another class named {cls.__name__!r}")
     state.by_dunder[cls.__name__] = (cls, key)
     if name is not None:
         state.out.append(BindingConfig(name=name, class_name=written, cls=cls, namespace=namespace))

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._errors import ConfigError
-from .._object import DurableObject, WorkerEntrypoint
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+    from pathlib import Path
+
+    from .._object import DurableObject, WorkerEntrypoint
 
 __all__ = [
     "CONFIG_NAMES",
@@ -69,7 +72,7 @@ WRANGLER_ONLY = frozenset(
     }
 )
 RUNTIME_FLOATS = ("idle_timeout", "hibernation_timeout", "drain_timeout")
-RUNTIME_INTS = ("max_queue", "pool_size")
+RUNTIME_INTS = ("max_queue", "pool_size", "max_sql_result_rows")
 DURABILITY = ("process", "power")
 SERVERS = ("fast", "hypercorn")
 MIGRATION_KEYS = frozenset({"tag", "new_classes", "new_sqlite_classes", "renamed_classes", "deleted_classes"})
@@ -107,6 +110,8 @@ class ServerSettings:
     shutdown_grace: float | None = None
     access_log: bool | None = None
     max_connections: int | None = None
+    request_timeout: float | None = None
+    max_buffered_bodies: int | None = None
 
 
 @dataclass(frozen=True)
@@ -244,10 +249,11 @@ class Checker:
             self.fail(key, "an array of class names", value)
         return tuple(class_part(self, f"{key}[{i}]", item) for i, item in enumerate(value))
 
-    def unknown(self, key: str, allowed: Iterable[str], note: str = "") -> NoReturn:
-        """An unknown key: the message lists the known ones and the closest match."""
+    def unknown(self, key: str, allowed: Iterable[str], note: str = "", also: Iterable[str] = ()) -> NoReturn:
+        """An unknown key: the message lists the known ones and the closest
+        match among them and ``also`` (keys accepted but not listed)."""
         allowed = list(allowed)
-        guess = did_you_mean(key, allowed)
+        guess = did_you_mean(key, [*allowed, *also])
         detail = "this key is unknown" + (f"; did you mean {guess!r}?" if guess else "")
         self.fail(key, f"a known key (one of: {', '.join(allowed)}{note})", detail=detail)
 
@@ -272,7 +278,7 @@ def check_top_level(check: Checker, data: Mapping[str, Any]) -> None:
             if key in WRANGLER_ONLY:
                 check.warn(key, "only wrangler uses this key; dotrio ignores it")
             elif key not in TOP_KEYS:
-                check.unknown(key, sorted(TOP_KEYS), " (and wrangler-only keys, ignored)")
+                check.unknown(key, sorted(TOP_KEYS), " (and wrangler-only keys, ignored)", also=WRANGLER_ONLY)
 
 
 def load_runtime(check: Checker, value: Any) -> dict[str, Any]:
@@ -326,6 +332,18 @@ def _connections(check: Checker, path: str, item: Any) -> int:
     return item
 
 
+def _timeout(check: Checker, path: str, item: Any) -> float:
+    if isinstance(item, bool) or not isinstance(item, (int, float)) or not 0 < item < math.inf:
+        check.fail(path, "a number of seconds > 0", item)
+    return float(item)
+
+
+def _bytes(check: Checker, path: str, item: Any) -> int:
+    if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+        check.fail(path, "a positive whole number of bytes", item)
+    return item
+
+
 #: ``[server]`` key -> its validator. New server settings are added here and
 #: as a field of ``ServerSettings``.
 SERVER_KEYS: dict[str, Any] = {
@@ -335,6 +353,8 @@ SERVER_KEYS: dict[str, Any] = {
     "shutdown_grace": _grace,
     "access_log": _flag,
     "max_connections": _connections,
+    "request_timeout": _timeout,
+    "max_buffered_bodies": _bytes,
 }
 
 

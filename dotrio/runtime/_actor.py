@@ -21,6 +21,7 @@ gets ObjectResetError, queued events go to a fresh instance.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import outcome
 import trio
 
-from .._context import current_actor
+from .._context import current_actor, request_deadline
 from .._errors import ObjectResetError, OverloadedError, StorageError
 from .._ids import DurableObjectId
 from .._object import DurableObjectState, Env
@@ -113,17 +114,20 @@ class ActorRuntime(Protocol):
 class Event:
     """One delivery to an object: ``fn(instance)`` and who waits for its outcome."""
 
-    __slots__ = ("fn", "waiter", "callback")
+    __slots__ = ("fn", "waiter", "callback", "deadline")
 
     def __init__(
         self,
         fn: Callable[[Any], Awaitable[Any]],
         waiter: trio.lowlevel.Task | None = None,
         callback: Callable[[outcome.Outcome], None] | None = None,
+        deadline: float = math.inf,
     ) -> None:
         self.fn = fn
         self.waiter = waiter
         self.callback = callback
+        # Trio time by which the request this event serves must be answered.
+        self.deadline = deadline
 
     def reply(self, result: outcome.Outcome) -> None:
         waiter = self.waiter
@@ -224,6 +228,9 @@ class Actor:
     # ---- the actor task -------------------------------------------------------------
 
     async def run(self) -> None:
+        # This task was started from whichever task sent the first event: its
+        # request's deadline is not this object's.
+        request_deadline.set(math.inf)
         try:
             while not self.evicted:
                 await self._generation()
@@ -340,6 +347,7 @@ class Actor:
         if not primary:
             self._wakes -= 1  # the wake that started this helper
             current_actor.set(self)
+            request_deadline.set(math.inf)
         while True:
             if event is None:
                 event = await self._take(gen, primary)
@@ -357,10 +365,22 @@ class Actor:
                 return
 
     async def _handle(self, event: Event, gen: _Generation) -> None:
+        deadline = event.deadline
+        if deadline != math.inf and trio.current_time() >= deadline:
+            # Its request's time ran out while it waited in the inbox: not run.
+            event.reply(outcome.Error(OverloadedError(
+                f"object {self.namespace.name}/{self.id} did not get to this request before its deadline "
+                "(request_timeout); retry later"
+            )))
+            return
         self._running += 1
         try:
             try:
-                result: outcome.Outcome = outcome.Value(await self._drive(event.fn(self.instance)))
+                if deadline == math.inf:
+                    value = await self._drive(event.fn(self.instance))
+                else:
+                    value = await self._drive_until(event, deadline)
+                result: outcome.Outcome = outcome.Value(value)
             except trio.Cancelled:
                 event.reply(outcome.Error(ObjectResetError(gen.reason)))
                 raise
@@ -388,6 +408,22 @@ class Actor:
             self.last_active = trio.current_time()
             if gen.reset_when_idle and not gen.resetting:
                 self.reset("block_concurrency_while() raised")
+
+    async def _drive_until(self, event: Event, deadline: float) -> Any:
+        """Run the handler under its request's deadline: past it, the handler
+        is cancelled (long SQL interrupted, rolled back) and the object reset,
+        as Cloudflare resets an object over its limits: the handler stopped at
+        an arbitrary point, so neither its uncommitted writes nor the instance's
+        memory can be trusted."""
+        token = request_deadline.set(deadline)
+        try:
+            with trio.CancelScope(deadline=deadline) as scope:
+                return await self._drive(event.fn(self.instance))
+        finally:
+            request_deadline.reset(token)
+        # Only reached when the scope caught its cancellation.
+        self.reset(f"a request ran past its deadline (request_timeout) by {trio.current_time() - scope.deadline:.3f} s")
+        raise ObjectResetError("the request ran past its deadline (request_timeout)")
 
     @types.coroutine
     def _drive(self, coro: Any) -> Any:
@@ -532,6 +568,8 @@ class Actor:
             raise RuntimeError("wait_until() called outside an active object")
 
         async def run() -> None:
+            # Work meant to outlive the request: not bound by its deadline.
+            request_deadline.set(math.inf)
             self._pins += 1
             try:
                 await awaitable

@@ -14,7 +14,7 @@ Truth, hint and clock
   that are at worst early or stale: a spurious wake, which the object answers
   by re-reading its own rows and going back to sleep. An alarm is never lost.
   In-memory runtimes (``data_dir=None``) keep the same index in SQLite memory.
-* **Clock**: a :class:`~dotrio._wheel.TimerWheel` holds every armed wake time
+* **Clock**: a :class:`~dotrio._kernels.wheel.TimerWheel` holds every armed wake time
   (keyed by an int: namespace number << 128 | the object id's 128-bit base,
   so no Python tuple or string per alarm). One driver task sleeps until ``next_due()``
   (epoch ms mapped to Trio time by ``RuntimeClock``, so tests run under
@@ -131,9 +131,10 @@ import outcome
 import trio
 
 from .._alarm_index import MISSING, AlarmIndex, IndexStatistics
-from .._codec import decode
-from .._errors import DotrioError, ObjectResetError, StorageError
+from .._errors import DataDirError, DotrioError, ObjectResetError, StorageError
 from .._ids import DurableObjectId
+from .._kernels.codec import decode
+from .._kernels.wheel import TimerWheel, WheelStatistics
 from .._object import HANDLER_NAMES, SCHEDULER_NAMES, AlarmInfo
 from .._schedule import (
     MAX_CATCH_UP,
@@ -147,7 +148,6 @@ from .._schedule import (
     retry_delay,
     retry_delay_ms,
 )
-from .._wheel import TimerWheel, WheelStatistics
 from ..storage import ScheduleRow, encode_value
 from ..storage._datadir import WakeScan, has_object_files, scan_wake_times
 
@@ -373,10 +373,16 @@ class AlarmManager:
             self._namespace_id(name)
         self._index = index = AlarmIndex(rt.data_dir, rt.backend.durability)
         try:
-            self._load(index)
-        except _INDEX_CORRUPT as exc:  # found corrupt only while reading its rows
-            index.discard_corrupt(exc)
-            self._load(index)
+            try:
+                self._load(index)
+            except _INDEX_CORRUPT as exc:  # found corrupt only while reading its rows
+                index.discard_corrupt(exc)
+                self._load(index)
+        except (apsw.Error, OSError) as exc:
+            raise DataDirError(
+                f"cannot use the alarm index {index.path} ({exc}): dotrio must be able to read and write it; "
+                "fix its permissions or the disk, or move it away to have it rebuilt at the next start"
+            ) from None
 
     def start(self, nursery: trio.Nursery) -> None:
         """Start the driver and the index writer (after :meth:`open`)."""
@@ -392,7 +398,11 @@ class AlarmManager:
         assert self._clock is not None
         data_dir = self._runtime.data_dir
         reason = index.rebuild_reason
-        if data_dir is not None and reason is not None and (reason != MISSING or has_object_files(data_dir)):
+        if data_dir is not None and reason == MISSING and not has_object_files(data_dir):
+            # A new data dir: the index is made now, empty (the truth: no
+            # objects), so that a missing index later means a lost one.
+            index.rebuild(())
+        elif data_dir is not None and reason is not None:
             scan = WakeScan()
             rows = ((f.namespace, bytes.fromhex(f.object_id[: 2 * _BASE_BYTES]), w)
                     for f, w in scan_wake_times(data_dir, scan))

@@ -27,7 +27,13 @@ import apsw
 
 from .._alarm_index import INDEX_FILE, AlarmIndex
 from .._errors import DataDirError
-from ..storage._datadir import SECRET_BYTES, SECRET_FILE, check_object, lock_data_dir, object_files
+from ..storage._datadir import (
+    SECRET_BYTES,
+    SECRET_FILE,
+    check_object,
+    lock_data_dir,
+    object_files,
+)
 
 __all__ = ["FsckReport", "fsck"]
 

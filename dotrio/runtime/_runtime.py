@@ -19,22 +19,23 @@ from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanag
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import outcome
 import trio
 
 from .._clock import RuntimeClock
-from ._alarms import AlarmManager
-from .._codec import copy as copy_value
+from .._context import request_deadline
 from .._errors import DotrioError, ObjectResetError
 from .._http import Request, Response
 from .._ids import DurableObjectId, IdFactory
+from .._kernels.codec import copy as copy_value
 from .._namespace import DurableObjectNamespace, DurableObjectStub
 from .._object import DurableObject, Env
-from ..storage import StorageBackend
+from ..storage import DEFAULT_MAX_SQL_RESULT_ROWS, StorageBackend
 from ..storage._datadir import SECRET_BYTES, load_or_create_secret, lock_data_dir
 from ._actor import Actor, ActorKey, Event, Gone
+from ._alarms import AlarmManager
 
 __all__ = ["ConfigReader", "Runtime", "RuntimeStatistics", "Namespace", "set_config_reader"]
 
@@ -108,6 +109,7 @@ class Runtime:
         drain_timeout: float = 30.0,
         sqlite_vfs: str | None = None,
         namespace_names: Mapping[str, str] | None = None,
+        max_sql_result_rows: int = DEFAULT_MAX_SQL_RESULT_ROWS,
     ) -> None:
         if not isinstance(bindings, Mapping) or not bindings:
             raise TypeError("bindings must be a non-empty mapping of binding name -> DurableObject class")
@@ -123,7 +125,8 @@ class Runtime:
         self.drain_timeout = _positive("drain_timeout", drain_timeout)
         self.max_queue = max_queue
         self.data_dir = Path(data_dir).resolve() if data_dir is not None else None
-        self.backend = StorageBackend(self.data_dir, durability=durability, pool_size=pool_size, vfs=sqlite_vfs)
+        self.backend = StorageBackend(self.data_dir, durability=durability, pool_size=pool_size, vfs=sqlite_vfs,
+                                      max_sql_result_rows=max_sql_result_rows)
         self._bindings = dict(bindings)
         # Storage identity of each class (its namespace): the class name unless a
         # migration renamed the class, in which case it keeps its first name so
@@ -139,7 +142,7 @@ class Runtime:
         self.env = Env({})
         self.clock: RuntimeClock | None = None
         self._nursery: trio.Nursery | None = None
-        self._lifecycle: AbstractAsyncContextManager[Runtime] | None = None
+        self._lifecycle: AbstractAsyncContextManager[None] | None = None
         self._closing = False
         self._dirty: dict[ActorKey, Actor] = {}
         self._flusher_parked: trio.lowlevel.Task | None = None
@@ -169,13 +172,13 @@ class Runtime:
 
     # ---- lifecycle ------------------------------------------------------------------
 
-    async def __aenter__(self) -> Runtime:
+    async def __aenter__(self) -> Self:
         if self._lifecycle is not None:
             raise DotrioError("this Runtime is already running: enter it once")
         lifecycle = self._run()
-        runtime = await lifecycle.__aenter__()
+        await lifecycle.__aenter__()
         self._lifecycle = lifecycle
-        return runtime
+        return self
 
     async def __aexit__(
         self,
@@ -194,7 +197,7 @@ class Runtime:
         return self._nursery is not None and not self._closing
 
     @asynccontextmanager
-    async def _run(self) -> AsyncIterator[Runtime]:
+    async def _run(self) -> AsyncIterator[None]:
         """The whole lifecycle. Everything that can fail at start (the data dir
         lock, the id secret, the alarm index) happens before the root nursery
         opens, and each resource taken is given back by the exit stack if a
@@ -227,7 +230,7 @@ class Runtime:
                         nursery.start_soon(self._flusher)
                         nursery.start_soon(self._sweeper)
                         self.alarms.start(nursery)
-                        yield self
+                        yield
                         # The body finished: undelivered alarms stay persisted (and
                         # fire after a restart) while the objects drain.
                         self.alarms.pause()
@@ -346,7 +349,7 @@ class Runtime:
 
     async def call(self, ns: DurableObjectNamespace, oid: DurableObjectId, fn: Callable[[Any], Awaitable[Any]]) -> Any:
         """Run ``fn(instance)`` as an event of the object and return its outcome."""
-        event = Event(fn, trio.lowlevel.current_task())
+        event = Event(fn, trio.lowlevel.current_task(), None, request_deadline.get())
         self.submit(ns, oid, event)
 
         def abort(_: Any) -> trio.lowlevel.Abort:

@@ -25,7 +25,7 @@ from .._websocket import attach_transport
 from ._control import ConnectionStatistics, Handler, ServerControl, ServerStatistics, bind_control, mark_stopped
 from ._http1 import HOST_CHARS, ProtocolFailure, smuggling
 from ._hypercorn_shim import enable_close_codes, enable_strict_http1
-from ._limits import ServerLimits
+from ._limits import BodyBudget, ServerLimits
 from ._ws import HANDSHAKE_MANAGED, WebSocketProtocolError, check_close_args
 
 log = logging.getLogger("dotrio.server")
@@ -109,6 +109,7 @@ class ASGIApp:
     def __init__(self, handler: Handler, limits: ServerLimits | None = None) -> None:
         self.handler = handler
         self.limits = limits if limits is not None else ServerLimits()
+        self.body_budget = BodyBudget(self.limits.max_buffered_bodies)
         self.draining = False
         self.live: set[_ASGITransport] = set()
         self.requests_total = 0
@@ -208,12 +209,15 @@ class ASGIApp:
                 out.append((name.encode("latin-1"), value.encode("utf-8")))
         return out
 
-    async def _simple(self, send: Any, status: int, text: str, *, close: bool = False) -> None:
+    async def _simple(self, send: Any, status: int, text: str, *, close: bool = False,
+                      retry_after: bool = False) -> None:
         body = text.encode("utf-8") + b"\n"
         headers = [(b"content-type", b"text/plain; charset=utf-8"),
                    (b"content-length", str(len(body)).encode("ascii"))]
         if close:
             headers.append((b"connection", b"close"))
+        if retry_after:
+            headers.append((b"retry-after", b"1"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -245,23 +249,39 @@ class ASGIApp:
                     self.protocol_errors += 1
                     await self._simple(send, 413, "request body too large")
                     return
-        parts = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    self.protocol_errors += 1
-                    await self._simple(send, 413, "request body too large")
+        budget = self.body_budget
+        held = 0
+        try:
+            parts = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
                     return
-                parts.append(chunk)
-            if not message.get("more_body", False):
-                break
-        request = trusted_request(url, scope["method"], headers_from_raw(scope["headers"]), b"".join(parts))
+                chunk = message.get("body", b"")
+                if chunk:
+                    n = len(chunk)
+                    size += n
+                    if size > limit:
+                        self.protocol_errors += 1
+                        await self._simple(send, 413, "request body too large")
+                        return
+                    held += n
+                    if not budget.charge(n):
+                        self.protocol_errors += 1
+                        await self._simple(send, 503, "server busy: too many request bodies in memory",
+                                           close=True, retry_after=True)
+                        return
+                    parts.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            request = trusted_request(url, scope["method"], headers_from_raw(scope["headers"]), b"".join(parts))
+            del parts
+            await self._answer(scope, send, request)
+        finally:
+            budget.release(held)
+
+    async def _answer(self, scope: ASGIScope, send: Any, request: Request) -> None:
         response = await self._call(request)
         if response is None:
             await self._simple(send, 500, "internal server error")

@@ -10,8 +10,10 @@ config file or bad usage, with the message on stderr and no traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -30,7 +32,9 @@ _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def _die(message: str, code: int) -> NoReturn:
-    click.echo(f"dotrio: error: {message}", err=True)
+    # A config error lists every problem, one per line: each gets the prefix.
+    for line in message.splitlines() or [""]:
+        click.echo(f"dotrio: error: {line}", err=True)
     sys.exit(code)
 
 
@@ -83,13 +87,17 @@ _CONFIG_ARG = click.argument("config", required=False, type=click.Path(dir_okay=
               help="Seconds in-flight work may take after SIGTERM/SIGINT [default: 10].")
 @click.option("--certfile", default=None, type=click.Path(exists=True, dir_okay=False), help="TLS certificate (hypercorn).")
 @click.option("--keyfile", default=None, type=click.Path(exists=True, dir_okay=False), help="TLS private key (hypercorn).")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Where objects' databases live, instead of the config's data_dir (e.g. a container volume).")
 def serve(config: str | None, host: str | None, port: int | None, server: str | None,
           max_request_body: int | None, log_level: str, access_log: bool | None,
-          shutdown_grace: float | None, certfile: str | None, keyfile: str | None) -> None:
+          shutdown_grace: float | None, certfile: str | None, keyfile: str | None, data_dir: str | None) -> None:
     """Serve CONFIG (default: the first of ./dotrio.toml, ./wrangler.jsonc, ./wrangler.json, ./wrangler.toml) until SIGTERM/SIGINT."""
     if (certfile is None) != (keyfile is None):
         raise click.UsageError("--certfile and --keyfile go together")
     cfg = _load(config)
+    if data_dir is not None:
+        cfg = dataclasses.replace(cfg, data_dir=None if data_dir == ":memory:" else Path(data_dir).resolve())
     effective_server = server or cfg.server.server or "fast"
     if certfile is not None and effective_server != "hypercorn":
         raise click.UsageError("TLS needs --server hypercorn")
@@ -133,8 +141,6 @@ def dev(config: str | None, host: str | None, port: int | None, log_level: str) 
         import watchfiles  # noqa: F401
     except ImportError:
         _die("dotrio dev needs the watchfiles package: pip install 'dotrio[dev]'", EXIT_USAGE)
-    from pathlib import Path
-
     from ._dev import run_dev
 
     if config is None:

@@ -26,10 +26,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -38,6 +37,9 @@ from .._errors import ConfigError
 from ._control import ServerControl
 from ._dispatch import HEALTH_PATH
 from ._serve import serve
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["describe", "run_dev"]
 
@@ -136,80 +138,97 @@ async def _watch(root: Path, accept: Callable[[Any, str], bool], stop: Any,
                 pass  # a reload is already pending; it will read the newest files
 
 
+class _DevLoop:
+    """The state of one ``dotrio dev`` session."""
+
+    def __init__(self, path: Path, root: Path, host: str | None, port: int | None,
+                 echo: Callable[[str], None], grace: float, debounce: int) -> None:
+        import anyio
+
+        self.path = path
+        self.root = root
+        self.host = host
+        self.port = port
+        self.echo = echo
+        self.grace = grace
+        self.debounce = debounce
+        self.stop = anyio.Event()  # ends the watcher (its thread checks it every 50 ms)
+        self.send, self.receive = trio.open_memory_channel[set[Any]](1)
+        self.quitting = False
+        self.current: ServerControl | None = None
+
+    async def on_signals(self, signals: Any) -> None:
+        async for signum in signals:
+            if self.quitting:
+                os._exit(128 + signum)
+            self.quitting = True
+            self.echo(f"dotrio dev: {signal.Signals(signum).name}: stopping")
+            self.stop.set()
+            if self.current is not None:
+                self.current.shutdown(self.grace)
+
+    def reload(self) -> Config | None:
+        _purge_modules(self.root)
+        return _load(self.path, self.echo)
+
+    async def run_server(self, config: Config, control: ServerControl, scope: trio.CancelScope,
+                         task_status: trio.TaskStatus[ServerControl] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve(config, host=self.host, port=self.port, control=control, task_status=task_status)
+        scope.cancel()  # the server stopped: stop waiting for changes
+
+    async def wait_for_good_change(self, control: ServerControl, result: list[Config]) -> None:
+        async for batch in self.receive:
+            changed = sorted({Path(p).name for _, p in batch})
+            self.echo(f"dotrio dev: {', '.join(changed)} changed: reloading")
+            config = self.reload()
+            if config is not None:
+                result.append(config)
+                break
+            self.echo("dotrio dev: the running version keeps serving until the next change")
+        control.shutdown(self.grace)
+
+    async def main(self) -> int:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.on_signals, signals)
+                nursery.start_soon(_watch, self.root, _watch_filter(self.path.name), self.stop, self.send,
+                                   self.debounce)
+                config = _load(self.path, self.echo)
+                while config is None:
+                    self.echo("dotrio dev: fix the errors above; waiting for a change")
+                    try:
+                        await self.receive.receive()
+                    except trio.EndOfChannel:  # stopped by a signal
+                        break
+                    config = self.reload()
+
+                first = True
+                while config is not None and not self.quitting:
+                    control = self.current = ServerControl()
+                    result: list[Config] = []
+                    async with trio.open_nursery() as server:
+                        started = await server.start(self.run_server, config, control, server.cancel_scope)
+                        self.port = started.port  # the same address across restarts (port=0 picks one once)
+                        if first:
+                            for line in describe(config, started.url):
+                                self.echo(line)
+                            first = False
+                        else:
+                            self.echo(f"dotrio dev: reloaded; serving on {started.url}/")
+                        server.start_soon(self.wait_for_good_change, control, result)
+                    config = result[0] if result else None
+                self.stop.set()
+                nursery.cancel_scope.cancel()
+        self.echo("dotrio dev: stopped")
+        return 0
+
+
 async def dev(path: Path, *, host: str | None, port: int | None, echo: Callable[[str], None],
               grace: float = DEV_GRACE, debounce: int = 400) -> int:
     """Serve ``path`` and restart on changes until ``SIGINT``/``SIGTERM``."""
-    import anyio
-
-    root = path.absolute().parent.resolve()
-    stop = anyio.Event()  # ends the watcher (its thread checks it every 50 ms)
-    send, receive = trio.open_memory_channel[set[Any]](1)
-    quitting = False
-    current: ServerControl | None = None
-
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def on_signals() -> None:
-                nonlocal quitting
-                async for signum in signals:
-                    if quitting:
-                        os._exit(128 + signum)
-                    quitting = True
-                    echo(f"dotrio dev: {signal.Signals(signum).name}: stopping")
-                    stop.set()
-                    if current is not None:
-                        current.shutdown(grace)
-
-            nursery.start_soon(on_signals)
-            nursery.start_soon(_watch, root, _watch_filter(path.name), stop, send, debounce)
-
-            config = _load(path, echo)
-            while config is None:
-                echo("dotrio dev: fix the errors above; waiting for a change")
-                try:
-                    await receive.receive()
-                except trio.EndOfChannel:  # stopped by a signal
-                    break
-                _purge_modules(root)
-                config = _load(path, echo)
-
-            first = True
-            while config is not None and not quitting:
-                control = current = ServerControl()
-                next_config: Config | None = None
-                async with trio.open_nursery() as server:
-
-                    async def run(task_status: trio.TaskStatus[ServerControl] = trio.TASK_STATUS_IGNORED) -> None:
-                        await serve(config, host=host, port=port, control=control, task_status=task_status)
-                        server.cancel_scope.cancel()  # the server stopped: stop waiting for changes
-
-                    async def wait_for_good_change() -> None:
-                        nonlocal next_config
-                        async for batch in receive:
-                            changed = sorted({Path(p).name for _, p in batch})
-                            echo(f"dotrio dev: {', '.join(changed)} changed: reloading")
-                            _purge_modules(root)
-                            next_config = _load(path, echo)
-                            if next_config is not None:
-                                break
-                            echo("dotrio dev: the running version keeps serving until the next change")
-                        control.shutdown(grace)
-
-                    started = await server.start(run)
-                    port = started.port  # the same address across restarts (port=0 picks one once)
-                    if first:
-                        for line in describe(config, started.url):
-                            echo(line)
-                        first = False
-                    else:
-                        echo(f"dotrio dev: reloaded; serving on {started.url}/")
-                    server.start_soon(wait_for_good_change)
-                config = next_config
-            stop.set()
-            nursery.cancel_scope.cancel()
-    echo("dotrio dev: stopped")
-    return 0
+    root = await (await trio.Path(path).absolute()).parent.resolve()
+    loop = _DevLoop(path, Path(root), host, port, echo, grace, debounce)
+    return await loop.main()
 
 
 def run_dev(path: Path, **options: Any) -> int:

@@ -18,6 +18,7 @@ Errors: ``OverloadedError`` -> 503 with ``Retry-After``; ``ObjectResetError``
 -> 503 as well (the reset object is rebuilt by the next event, so the
 condition is transient and a retry is the right client reaction); anything
 else -> 500 with a short body, logged with its traceback on ``dotrio.server``.
+A request that ran past ``request_timeout`` -> 504 (its object was reset).
 Bodies never carry exception text.
 
 Access log: one line per request on ``dotrio.access`` when enabled:
@@ -37,20 +38,24 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
+import trio
 
 from .._config import RESERVED_PREFIX
+from .._context import request_deadline
 from .._errors import ObjectResetError, OverloadedError
 from .._http import Request, Response
 from .._namespace import DurableObjectNamespace, DurableObjectStub
 from .._object import WorkerEntrypoint
 from ..runtime import Runtime
 
-__all__ = ["Dispatcher", "WorkerContext", "HEALTH_PATH"]
+__all__ = ["Dispatcher", "WorkerContext", "HEALTH_PATH", "DEFAULT_REQUEST_TIMEOUT"]
 
 log = logging.getLogger("dotrio.server")
 access_log = logging.getLogger("dotrio.access")
 
 HEALTH_PATH = RESERVED_PREFIX + "health"
+#: Seconds a request may take (``[server] request_timeout``).
+DEFAULT_REQUEST_TIMEOUT = 30.0
 # Stubs made by default routing, kept so a hot object costs a dict lookup, not
 # two HMACs. Bounded: oldest-first eviction once full.
 _STUB_CACHE_SIZE = 4096
@@ -92,6 +97,14 @@ class Dispatcher:
     ``WorkerEntrypoint`` subclass or None for default routing. ``statistics``
     returns the front end's statistics for the health endpoint; ``draining``
     tells whether a shutdown has begun; ``spawn`` runs ``ctx.wait_until`` work.
+
+    ``request_timeout`` (seconds, None for none) bounds each request: the
+    events it sends to objects run under that deadline (see
+    ``dotrio._context.request_deadline``), so a handler still running when
+    it passes is cancelled, its SQL interrupted and its object reset; the
+    answer is ``504 request timed out``. A request that waited in an object's
+    inbox past its deadline is not run (503 overloaded). A worker entry's own
+    ``fetch`` is cancelled at the deadline as well.
     """
 
     def __init__(
@@ -104,7 +117,14 @@ class Dispatcher:
         draining: Callable[[], bool] | None = None,
         spawn: Callable[[Any], None] | None = None,
         name: str | None = None,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
+        if request_timeout is not None and (
+            isinstance(request_timeout, bool) or not isinstance(request_timeout, (int, float))
+            or not 0 < request_timeout < math.inf
+        ):
+            raise ValueError(f"request_timeout must be a positive number of seconds or None, got {request_timeout!r}")
+        self.request_timeout = request_timeout
         self.runtime = runtime
         self.name = name
         self.access_log = access_log
@@ -149,12 +169,20 @@ class Dispatcher:
         cut = path.find("?")
         if cut >= 0:
             path = path[:cut]
+        timeout = self.request_timeout
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        token = request_deadline.set(deadline)
         try:
             if path.startswith(RESERVED_PREFIX):
                 return self._own(request, path)
             worker = self.worker
             if worker is not None:
-                response = await worker.fetch(request)
+                with trio.CancelScope(deadline=deadline) as scope:
+                    response = await worker.fetch(request)
+                if scope.cancelled_caught:
+                    log.warning("%s %s: the worker's fetch ran past request_timeout (%s s)",
+                                request.method, path, timeout)
+                    return _plain(504, "request timed out\n")
                 if not isinstance(response, Response):
                     raise TypeError(f"{type(worker).__name__}.fetch() must return a dotrio.Response, "
                                     f"got {type(response).__name__}")
@@ -169,12 +197,17 @@ class Dispatcher:
             retry = getattr(exc, "retry_after", 1.0)
             return _plain(503, "overloaded\n", [("retry-after", str(max(1, math.ceil(retry))))])
         except ObjectResetError as exc:
+            if trio.current_time() >= deadline:
+                log.warning("%s %s: ran past request_timeout (%s s): %s", request.method, path, timeout, exc)
+                return _plain(504, "request timed out\n")
             log.warning("%s %s: object reset: %s", request.method, path, exc)
             return _plain(503, "object reset; retry\n", [("retry-after", "1")])
         except Exception:
             self.errors += 1
             log.exception("%s %s failed", request.method, path)
             return _plain(500, "internal server error\n")
+        finally:
+            request_deadline.reset(token)
 
     def _route(self, path: str) -> DurableObjectStub | None:
         """``/<binding>/<name>[/<rest>]`` -> the object's stub, or None."""

@@ -27,6 +27,7 @@ import trio
 from trio.lowlevel import notify_closing, wait_readable, wait_writable
 
 from .._http import Response
+from ._dispatch import HEALTH_PATH
 from ._control import (
     BODY,
     HANDLING,
@@ -53,11 +54,18 @@ from ._http1 import (
     render_response,
     render_simple,
 )
-from ._limits import ServerLimits
+from ._limits import BodyBudget, ServerLimits
 from ._ws import HANDSHAKE_MANAGED, FastWebSocket, close_on_shutdown, handshake_response
 
 log = logging.getLogger("dotrio.server")
 
+# Connections accepted beyond max_connections so that the health endpoint
+# answers when every slot is taken. On them GET /_dotrio/health is answered
+# (then closed); any other request waits for a regular slot, as it would have
+# in the kernel backlog, except that the last reserve slot is never given to a
+# waiter: a request arriving there is answered 503 with Retry-After.
+HEALTH_RESERVE = 16
+_TOO_MANY = ProtocolFailure(503, "too many connections", (("retry-after", "1"),))
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 # After an error response, read and drop what the client still sends for this
 # long before closing: closing a socket with unread input sends RST, which can
@@ -73,13 +81,14 @@ class _Conn:
     __slots__ = (
         "server", "sock", "peer", "parser", "state", "requests", "bytes_received",
         "bytes_sent", "cancel_scope", "expired", "created", "ws", "mark", "mark_time",
+        "body_of", "body_start", "body_base", "reserved",
     )
 
     def __init__(self, server: _Server, sock: _stdsocket.socket, peer: Any) -> None:
         self.server = server
         self.sock = sock
         self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else None
-        self.parser = HTTP1Parser(server.limits, server.default_host)
+        self.parser = HTTP1Parser(server.limits, server.default_host, budget=server.body_budget)
         self.state = IDLE
         self.requests = 0
         self.bytes_received = 0
@@ -90,6 +99,14 @@ class _Conn:
         self.ws: FastWebSocket | None = None
         self.mark: Any = None
         self.mark_time = 0.0
+        # The body being received: which request, since when, from which byte count.
+        self.body_of = -1
+        self.body_start = 0.0
+        self.body_base = 0
+        # Accepted over max_connections, into the health reserve (see _Server).
+        self.reserved = server.regular >= server.limits.max_connections
+        if not self.reserved:
+            server.regular += 1
 
     # -- I/O used by the WebSocket layer too -------------------------------
 
@@ -140,6 +157,17 @@ class _Conn:
         if state == HANDLING or state == WS_OPEN:
             self.mark = None
             return
+        if state == BODY and limits.min_body_rate:
+            # A minimum rate, not just progress: a body trickled a byte at a
+            # time makes progress forever. Allowed: body_timeout, plus one
+            # second per min_body_rate bytes received.
+            if self.body_of != self.requests:
+                self.body_of = self.requests
+                self.body_start = now
+                self.body_base = self.bytes_received
+            elif now - self.body_start > limits.body_timeout + (self.bytes_received - self.body_base) / limits.min_body_rate:
+                self.expire()
+                return
         if state == IDLE or state == HEADERS or state == WS_CLOSING:
             # Measured from when the state began, whatever trickles in (slowloris).
             key: Any = (state, self.requests)
@@ -193,6 +221,7 @@ class _Conn:
                     # Run the WebSocket outside _serve's frame, with the HTTP
                     # parser dropped: an idle socket should cost little memory.
                     client, tail = upgraded
+                    self.parser.release_all()
                     self.parser = None  # type: ignore[assignment]
                     transport = self.ws
                     assert transport is not None
@@ -212,10 +241,14 @@ class _Conn:
         except Exception:
             log.exception("connection %s failed", self.peer)
         finally:
+            if self.parser is not None:
+                self.parser.release_all()
             notify_closing(self.sock)
             self.sock.close()
             server.conns.discard(self)
-            server.slot_lot.unpark()
+            if not self.reserved:
+                server.regular -= 1
+            server.slot_lot.unpark_all()
 
     async def _serve(self) -> tuple[Any, bytes] | None:
         """Serve HTTP; returns (client, bytes after the handshake) on a WebSocket upgrade."""
@@ -231,6 +264,12 @@ class _Conn:
                     await self._fail(item)  # type: ignore[arg-type]
                     return None
                 request, keep_alive, head, ws = item
+                if self.reserved:
+                    if request.path == HEALTH_PATH:
+                        keep_alive = 0  # the reserve is for probes: one request
+                    elif not await self._wait_for_slot():
+                        await self._fail(_TOO_MANY)
+                        return None
                 if ws is not None:
                     return await self._answer_upgrade(request, head, ws)  # type: ignore[arg-type]
                 self.state = HANDLING
@@ -264,6 +303,7 @@ class _Conn:
                     data = render_simple(500, "internal server error", server.date_line, keep_alive=keep, head=head)
                 self.state = WRITING
                 await self.send_all(data)
+                parser.release(len(request.body))
                 self.requests += 1
                 if not keep:
                     return None
@@ -297,9 +337,28 @@ class _Conn:
             self.bytes_received += len(data)
             parser.feed(data)
 
+    async def _wait_for_slot(self) -> bool:
+        """A reserve connection with an ordinary request: wait for a regular
+        slot (back-pressure, as the kernel backlog would). False when the
+        reserve is nearly all waiters: its last slot stays for health probes."""
+        server = self.server
+        if server.reserve_waiting >= HEALTH_RESERVE - 1:
+            return False
+        self.state = HANDLING  # bounded by the connections ahead, not the sweep
+        server.reserve_waiting += 1
+        try:
+            while server.regular >= server.limits.max_connections and not server.draining:
+                await server.slot_lot.park()
+        finally:
+            server.reserve_waiting -= 1
+        self.reserved = False
+        server.regular += 1
+        return True
+
     async def _fail(self, failure: ProtocolFailure) -> None:
         server = self.server
         server.protocol_errors += 1
+        self.parser.release_all()  # nothing more is parsed: no body is kept
         self.state = WRITING
         await self.send_all(render_failure(failure, server.date_line))
         await self._linger()
@@ -375,7 +434,12 @@ class _Server:
         self.listeners = listeners
         self.default_host = default_host
         self.conns: set[_Conn] = set()
+        self.body_budget = BodyBudget(limits.max_buffered_bodies)
         self.slot_lot = trio.lowlevel.ParkingLot()
+        # Connections counted against max_connections; up to HEALTH_RESERVE
+        # more are accepted so /_dotrio/health answers at the limit.
+        self.regular = 0
+        self.reserve_waiting = 0
         self.accept_scope = trio.CancelScope()
         self.date_line = _date_line()
         self.draining = False
@@ -424,7 +488,7 @@ class _Server:
         limit = self.limits.max_connections
         conns = self.conns
         while True:
-            while len(conns) >= limit:
+            while len(conns) >= limit + HEALTH_RESERVE:
                 # Back-pressure: leave new connections in the kernel backlog.
                 await self.slot_lot.park()
             try:

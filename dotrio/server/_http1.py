@@ -17,7 +17,7 @@ from http import HTTPStatus
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from .._http import Request, Response, header_items, headers_from_raw, trusted_request
-from ._limits import ServerLimits
+from ._limits import BodyBudget, ServerLimits
 
 # The most one receive can bring; the raw header-size bound allows for it.
 RECV_SIZE = 64 * 1024
@@ -58,6 +58,10 @@ class WSOffer:
     def __init__(self, key: bytes, protocols: list[str]) -> None:
         self.key = key
         self.protocols = protocols
+
+
+# Over the server's max_buffered_bodies: the client may retry soon.
+_BUSY = ProtocolFailure(503, "server busy: too many request bodies in memory", (("retry-after", "1"),))
 
 
 class _Reject(Exception):
@@ -167,10 +171,18 @@ class HTTP1Parser:
         "_headers", "_body", "_body_len", "_hdr_bytes", "_raw_hdr",
         "_max_header_bytes", "_max_header_count", "_max_body",
         "_reject", "_keep_alive", "_method", "_host", "_ws", "_target",
+        "_budget", "held", "_chunks", "_raw_body",
     )
 
-    def __init__(self, limits: ServerLimits, default_host: str, scheme: str = "http") -> None:
+    def __init__(
+        self, limits: ServerLimits, default_host: str, scheme: str = "http", budget: BodyBudget | None = None
+    ) -> None:
         self._limits = limits
+        # Body bytes charged to the server's budget and not yet released.
+        self._budget = budget
+        self.held = 0
+        self._chunks = -1  # not a chunked body
+        self._raw_body = 0
         self._prefix = (scheme + "://").encode("ascii")
         self._default_host = default_host.encode("latin-1")
         self.events: deque[Pending | ProtocolFailure] = deque()
@@ -201,6 +213,9 @@ class HTTP1Parser:
     def feed(self, data: bytes) -> None:
         if self.failed or self.upgraded:
             return
+        in_body = self.in_message and self.headers_done
+        if in_body:
+            self._raw_body += len(data)
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as exc:
@@ -221,6 +236,23 @@ class HTTP1Parser:
             self._raw_hdr += len(data)
             if self._raw_hdr > self._limits.max_header_bytes + RECV_SIZE:
                 self._fail(ProtocolFailure(431, "request headers too large"))
+        elif in_body and self._chunks >= 0 and self.in_message:
+            # llhttp skips chunk extensions without a callback or a limit: what
+            # a chunked body sent beyond its data and framing (up to 24 bytes a
+            # chunk) is extensions (and trailers), held to the header limit.
+            if self._raw_body - self._body_len - 24 * (self._chunks + 1) > self._max_header_bytes:
+                self._fail(ProtocolFailure(413, "chunk extensions too large"))
+
+    def release(self, n: int) -> None:
+        """The request whose body had ``n`` bytes was answered: give them back."""
+        n = min(n, self.held)
+        self.held -= n
+        if self._budget is not None:
+            self._budget.release(n)
+
+    def release_all(self) -> None:
+        """The connection is done: give back every body byte it still held."""
+        self.release(self.held)
 
     def eof(self) -> None:
         """The peer closed its side: a half-received request is an error."""
@@ -255,6 +287,8 @@ class HTTP1Parser:
         self._body_len = 0
         self._hdr_bytes = 0
         self._raw_hdr = 0
+        self._chunks = -1  # not a chunked body
+        self._raw_body = 0
 
     def on_url(self, url: bytes) -> None:
         # llhttp may hand the URL over in pieces (one per receive).
@@ -303,6 +337,8 @@ class HTTP1Parser:
                 expect = value
             elif n == b"upgrade":
                 upgrade = value
+            elif n == b"transfer-encoding":
+                self._chunks = 0
         # The version costs a string format; most requests never need it.
         version = None
         if parser.should_keep_alive():
@@ -338,6 +374,10 @@ class HTTP1Parser:
             # Answered before the body is read, even with Expect: 100-continue.
             self._reject = ProtocolFailure(413, "request body too large")
             raise _Reject
+        budget = self._budget
+        if clen is not None and budget is not None and budget.used + int(clen) > budget.limit:
+            self._reject = _BUSY
+            raise _Reject
         if expect is not None:
             if expect.strip().lower() != b"100-continue":
                 self._reject = ProtocolFailure(417, "unsupported Expect")
@@ -350,13 +390,23 @@ class HTTP1Parser:
         else:
             self._ws = None
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
     def on_body(self, body: bytes) -> None:
         self.need_continue = False
         self._body.append(body)
-        self._body_len += len(body)
+        n = len(body)
+        self._body_len += n
         if self._body_len > self._max_body:
             self._reject = ProtocolFailure(413, "request body too large")
             raise _Reject
+        budget = self._budget
+        if budget is not None:
+            self.held += n
+            if not budget.charge(n):
+                self._reject = _BUSY
+                raise _Reject
 
     def on_message_complete(self) -> None:
         self.in_message = False

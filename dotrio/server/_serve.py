@@ -23,6 +23,7 @@ survives the process, at ``"power"`` the machine).
 from __future__ import annotations
 
 import dataclasses
+import math
 import logging
 import os
 import signal
@@ -36,10 +37,12 @@ from typing import Any
 import trio
 
 from .._config import Config, load_config
+from .._context import request_deadline
+from .._kernels import kernels_status
 from .._object import WorkerEntrypoint
 from ..runtime import Runtime
 from ._control import ServerControl
-from ._dispatch import Dispatcher
+from ._dispatch import DEFAULT_REQUEST_TIMEOUT, Dispatcher
 from ._limits import ServerLimits
 
 __all__ = ["serve", "run_server", "DEFAULT_HOST", "DEFAULT_PORT", "DEFAULT_SHUTDOWN_GRACE", "SERVERS"]
@@ -56,6 +59,8 @@ _RUNTIME_EXTRA = 2.0
 
 
 async def _background(awaitable: Awaitable[Any]) -> None:
+    # ctx.wait_until work outlives its request: not bound by its deadline.
+    request_deadline.set(math.inf)
     try:
         await awaitable
     except Exception:
@@ -79,6 +84,7 @@ async def serve(
     worker: type[WorkerEntrypoint] | None = None,
     access_log: bool | None = None,
     shutdown_grace: float | None = None,
+    request_timeout: float | None = None,
     certfile: str | None = None,
     keyfile: str | None = None,
     control: ServerControl | None = None,
@@ -90,7 +96,7 @@ async def serve(
     front end's ``ServerControl`` (``port``, ``statistics()``,
     ``shutdown(grace)``). Options left None come from the config's
     ``[server]`` table, then from the defaults (127.0.0.1:8787, ``fast``,
-    10 s grace, no access log). A ``Runtime`` that is not entered yet is
+    10 s grace, no access log, 30 s request timeout). A ``Runtime`` that is not entered yet is
     entered (and closed) here; ``worker`` is then the worker entry, if any.
     """
     config: Config | None
@@ -107,6 +113,7 @@ async def serve(
     server = _pick(server, settings and settings.server, "fast")
     grace = float(_pick(shutdown_grace, settings and settings.shutdown_grace, DEFAULT_SHUTDOWN_GRACE))
     access = bool(_pick(access_log, settings and settings.access_log, False))
+    timeout = float(_pick(request_timeout, settings and settings.request_timeout, DEFAULT_REQUEST_TIMEOUT))
     if server not in SERVERS:
         raise ValueError(f"server must be one of {SERVERS}, got {server!r}")
     if (certfile is not None or keyfile is not None) and server != "hypercorn":
@@ -117,6 +124,8 @@ async def serve(
     limits = dataclasses.replace(limits, max_request_body=body_limit, shutdown_grace=grace if grace > 0 else 0.001)
     if settings is not None and settings.max_connections is not None:
         limits = dataclasses.replace(limits, max_connections=settings.max_connections)
+    if settings is not None and settings.max_buffered_bodies is not None:
+        limits = dataclasses.replace(limits, max_buffered_bodies=settings.max_buffered_bodies)
 
     if server == "fast":
         from ._fast import serve_fast
@@ -143,6 +152,7 @@ async def serve(
                     draining=lambda: control.shutting_down,
                     spawn=lambda aw: bg.start_soon(_background, aw),
                     name=config.name if config is not None else None,
+                    request_timeout=timeout,
                 )
 
                 async def deadline_on_shutdown() -> None:
@@ -154,6 +164,7 @@ async def serve(
 
                 bg.start_soon(deadline_on_shutdown)
                 started = await bg.start(partial(front, dispatcher, control=control))
+                _log_kernels()
                 log.info("dotrio: serving %s on %s (%s front end)", config.name if config and config.name else "app",
                          started.url, server)
                 task_status.started(started)
@@ -164,6 +175,21 @@ async def serve(
                     bg.cancel_scope.cancel()
     if hard.cancelled_caught:
         log.warning("dotrio: shutdown deadline passed; unfinished object work was cancelled (nothing uncommitted was acknowledged)")
+
+
+def _log_kernels() -> None:
+    """Log which kernels run compiled, and warn for each that fell back to its
+    pure-Python twin without ``DOTRIO_NO_EXTENSIONS`` asking for it."""
+    status = kernels_status()
+    log.info("dotrio: kernels: %s", ", ".join(
+        f"{s.name} {'compiled' if s.compiled else 'pure Python (DOTRIO_NO_EXTENSIONS)' if s.disabled else 'PURE PYTHON'}"
+        for s in status))
+    for s in status:
+        if not s.compiled and not s.disabled:
+            log.warning(
+                "dotrio: the %s kernel runs on its pure-Python twin, several times slower, because its compiled "
+                "extension did not load (%s). Reinstall dotrio where a C compiler is available, or set "
+                "DOTRIO_NO_EXTENSIONS=1 to choose the twins and silence this warning.", s.name, s.error)
 
 
 @asynccontextmanager

@@ -3,7 +3,7 @@
 from ._backend import BackendStatistics, StorageBackend
 from ._object import MAX_KEY_BYTES, MAX_VALUE_BYTES, ObjectStorage, Transaction, encode_value
 from ._schedules import ScheduleRow, ScheduleTable
-from ._sql import SqlCursor, SqlStorage
+from ._sql import DEFAULT_MAX_SQL_RESULT_ROWS, SqlCursor, SqlStorage
 
 __all__ = [
     "BackendStatistics",
@@ -17,4 +17,5 @@ __all__ = [
     "ScheduleRow",
     "ScheduleTable",
     "encode_value",
+    "DEFAULT_MAX_SQL_RESULT_ROWS",
 ]

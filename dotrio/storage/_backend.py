@@ -15,8 +15,9 @@ from pathlib import Path
 import apsw
 import trio
 
-from ._coalesce import DEFAULT_CACHE_BUDGET
+from .._kernels.coalesce import DEFAULT_CACHE_BUDGET
 from ._pool import ConnectionPool, PoolStatistics, configure_connection
+from ._sql import DEFAULT_MAX_SQL_RESULT_ROWS
 
 __all__ = ["StorageBackend", "BackendStatistics", "DURABILITY_LEVELS", "DEFAULT_POOL_SIZE", "COMMIT_THREADS"]
 
@@ -52,7 +53,12 @@ class StorageBackend:
         vfs: str | None = None,
         cache_budget: int = DEFAULT_CACHE_BUDGET,
         commit_threads: int = COMMIT_THREADS,
+        max_sql_result_rows: int = DEFAULT_MAX_SQL_RESULT_ROWS,
     ) -> None:
+        if isinstance(max_sql_result_rows, bool) or not isinstance(max_sql_result_rows, int) or max_sql_result_rows < 1:
+            raise ValueError(f"max_sql_result_rows must be a positive int, got {max_sql_result_rows!r}")
+        #: the most rows one sql.exec result may have; more is a StorageError
+        self.max_sql_result_rows = max_sql_result_rows
         if durability not in DURABILITY_LEVELS:
             raise ValueError(f"durability must be one of {DURABILITY_LEVELS}, got {durability!r}")
         if isinstance(cache_budget, bool) or not isinstance(cache_budget, int) or cache_budget < 0:

@@ -28,19 +28,19 @@ from ._pool import CORRUPTION_ERRORS, open_existing
 
 __all__ = [
     "LOCK_FILE",
-    "SECRET_FILE",
     "SECRET_BYTES",
+    "SECRET_FILE",
     "DataDirLock",
     "ObjectFile",
-    "lock_data_dir",
-    "load_or_create_secret",
-    "has_object_files",
-    "object_files",
-    "wake_time",
-    "quick_check",
-    "check_object",
-    "scan_wake_times",
     "WakeScan",
+    "check_object",
+    "has_object_files",
+    "load_or_create_secret",
+    "lock_data_dir",
+    "object_files",
+    "quick_check",
+    "scan_wake_times",
+    "wake_time",
 ]
 
 LOCK_FILE = "lock"

@@ -1,6 +1,6 @@
 """One object's storage: KV and SQL in one SQLite database, one transaction.
 
-KV writes go to the object's coalescer (``_coalesce``): pending puts and
+KV writes go to the object's coalescer (``dotrio._kernels.coalesce``): pending puts and
 deletes in key order, last write per key wins, read first by every read, and
 merged with the database's range scan by ``list()``. Nothing reaches SQLite
 until the commit, which writes the whole batch with prepared statements in one
@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import apsw
 import trio
 
-from .._codec import decode, encode
+from .._kernels.codec import decode, encode
+from .._kernels.coalesce import MAX_KEY_BYTES, MAX_VALUE_BYTES, MISSING, READY, Coalescer, check_key
 from .._errors import StorageError
-from ._coalesce import MISSING, READY, Coalescer, check_key
 from ._schedules import ScheduleTable
 from ._sql import SqlCursor, SqlInterrupted, SqlStorage, run_user_sql
 from ._trio_shim import cancel_for_passed_deadline
@@ -38,9 +38,6 @@ if TYPE_CHECKING:
     from ._backend import StorageBackend
 
 __all__ = ["ObjectStorage", "Transaction", "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "AlarmListener", "check_key"]
-
-MAX_KEY_BYTES = 2048
-MAX_VALUE_BYTES = 2 * 1024 * 1024
 
 T = TypeVar("T")
 _UNSET: Any = object()
@@ -867,12 +864,14 @@ class ObjectStorage:
         self._begin(conn)
         wrote_before = not opened and conn.txn_state("main") == apsw.SQLITE_TXN_WRITE
         body = query.rstrip().rstrip(";")
-        multi = ";" in body
+        # A multi-statement exec is all-or-nothing, like a single statement. So
+        # is a write with RETURNING, whose changes are all made at its first
+        # step: one whose rows go over max_sql_result_rows must be undone.
+        multi = ";" in body or "returning" in body.lower()
         if multi:
-            # A multi-statement exec is all-or-nothing, like a single statement.
             conn.execute("SAVEPOINT _dotrio_exec")
         try:
-            cursor = run_user_sql(conn, query, bindings, deadline)
+            cursor = run_user_sql(conn, query, bindings, deadline, self._backend.max_sql_result_rows)
         except BaseException as exc:
             if conn.in_transaction and multi:
                 conn.execute("ROLLBACK TO _dotrio_exec")

@@ -37,16 +37,17 @@ import apsw
 from .._errors import StorageError
 
 __all__ = [
+    "CACHE_PAGES",
+    "CORRUPTION_ERRORS",
+    "PAGE_SIZE",
+    "SCHEMA_VERSION",
+    "STATEMENT_CACHE_SIZE",
     "ConnectionPool",
     "PoolStatistics",
     "configure_connection",
-    "open_existing",
     "corrupt_database_error",
-    "CORRUPTION_ERRORS",
-    "SCHEMA_VERSION",
-    "STATEMENT_CACHE_SIZE",
-    "CACHE_PAGES",
-    "PAGE_SIZE",
+    "object_label",
+    "open_existing",
 ]
 
 SCHEMA_VERSION = 1
@@ -126,9 +127,7 @@ def open_existing(path: str, vfs: str | None = None) -> apsw.Connection:
 
 def object_label(path: str) -> str:
     """``namespace/id`` of an object database path (``.../<ns>/<id[:2]>/<id>.sqlite``)."""
-    name = os.path.basename(path)
-    if name.endswith(".sqlite"):
-        name = name[: -len(".sqlite")]
+    name = os.path.basename(path).removesuffix(".sqlite")
     return f"{os.path.basename(os.path.dirname(os.path.dirname(path)))}/{name}"
 
 

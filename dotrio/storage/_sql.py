@@ -18,12 +18,15 @@ import trio
 from .._errors import StorageError
 
 
-__all__ = ["SqlStorage", "SqlCursor", "SqlInterrupted"]
+__all__ = ["SqlStorage", "SqlCursor", "SqlInterrupted", "DEFAULT_MAX_SQL_RESULT_ROWS"]
 
 # How many SQLite VM instructions run between two deadline checks: one check
 # (a clock read) costs about as much as a few hundred instructions, so this
 # keeps the overhead under 1% and the reaction time around 100 µs.
 PROGRESS_STEPS = 4000
+
+#: The most rows one ``sql.exec`` result may have (``[runtime] max_sql_result_rows``).
+DEFAULT_MAX_SQL_RESULT_ROWS = 100_000
 
 _BINDABLE = (type(None), int, float, str, bytes)
 
@@ -197,11 +200,18 @@ class SqlStorage:
         return self._storage.exec_user_sql(query, bindings)
 
 
-def run_user_sql(conn: apsw.Connection, query: str, bindings: tuple, deadline: float = math.inf) -> SqlCursor:
+def run_user_sql(
+    conn: apsw.Connection, query: str, bindings: tuple, deadline: float = math.inf,
+    max_rows: int = DEFAULT_MAX_SQL_RESULT_ROWS,
+) -> SqlCursor:
     """Execute user SQL under the authorizer; the caller owns the transaction.
 
     With a finite ``deadline`` (Trio time) the statement is interrupted when it
     passes, and SqlInterrupted is raised; SQLite has rolled the statement back.
+    A result of more than ``max_rows`` rows is a StorageError, raised as soon
+    as the row after the limit is read (the statement is reset, so a write
+    with RETURNING takes nothing with it): reading every row of a huge result
+    would hold every object of the process for seconds.
     """
     auth = _Authorizer()
     check = None
@@ -223,8 +233,15 @@ def run_user_sql(conn: apsw.Connection, query: str, bindings: tuple, deadline: f
     cursor.exec_trace = on_statement
     try:
         cursor.execute(query, bindings)
+        append = rows.append
         for row in cursor:
-            rows.append(row)
+            append(row)
+            if len(rows) > max_rows:
+                cursor.close(True)
+                raise StorageError(
+                    f"sql.exec() result has more than {max_rows} rows (the max_sql_result_rows limit): "
+                    "read it in pages (LIMIT ... with WHERE key > last_key) or raise [runtime] max_sql_result_rows"
+                )
     except apsw.InterruptError as e:
         if check is not None and check.fired:
             raise SqlInterrupted("sql.exec() was interrupted: the deadline passed") from e

@@ -131,3 +131,141 @@ async def test_absolute_form_target_is_routed_by_its_path(nursery: trio.Nursery,
     await stream.send_all(b"GET http://x/C/a@evil/b HTTP/1.1\r\nHost: x\r\n\r\n")
     reply = await H11Reader(stream).read()
     assert reply.status == 200 and app.requests[-1].path == "/C/a@evil/b"
+
+
+# -- bodies: a minimum rate, chunk extensions, a global budget -----------------
+
+
+async def test_body_trickled_a_byte_at_a_time_is_cut_off_with_408(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    app = App()
+    control = await start_server(nursery, app, "fast", body_timeout=5.0, min_body_rate=100)
+    stream = await connect(control)
+    await stream.send_all(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n")
+    start = trio.current_time()
+    async with trio.open_nursery() as inner:
+        async def drip() -> None:
+            # Progress every 2 s (under body_timeout), 0.5 byte/s on average.
+            for _ in range(1000):
+                await trio.sleep(2)
+                try:
+                    await stream.send_all(b"x")
+                except trio.BrokenResourceError:
+                    return
+        inner.start_soon(drip)
+        answer = await read_until_eof(stream, deadline=3000)
+        inner.cancel_scope.cancel()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    # body_timeout plus a second per 100 bytes received, plus the sweep's lag.
+    assert 5.0 <= trio.current_time() - start <= 8.0
+    assert app.requests == []
+
+
+async def test_slow_but_steady_body_is_not_cut_off(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    control = await start_server(nursery, App(), "fast", body_timeout=5.0, min_body_rate=100)
+    stream = await connect(control)
+    await stream.send_all(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 2000\r\n\r\n")
+    for _ in range(20):  # 200 bytes/s for 10 s: over the minimum rate
+        await trio.sleep(0.5)
+        await stream.send_all(b"y" * 100)
+    assert (await H11Reader(stream).read("POST")).status == 200
+
+
+async def test_endless_chunk_extension_is_refused(nursery: trio.Nursery, kind: str) -> None:
+    app = App()
+    control = await start_server(nursery, app, kind, max_header_bytes=4096)
+    stream = await connect(control)
+    await stream.send_all(b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=")
+    refused = False
+    with trio.fail_after(30):
+        for _ in range(2000):  # up to 16 MB of extension
+            try:
+                await stream.send_all(b"a" * 8192)
+            except trio.BrokenResourceError:
+                refused = True
+                break
+            if control.statistics().protocol_errors:
+                refused = True
+                break
+            await trio.sleep(0)
+    assert refused, "an endless chunk extension was read without limit"
+    answer = await read_until_eof(stream)
+    if answer:  # (the answer may be lost to a reset while we were still sending)
+        assert answer[:13] in (b"HTTP/1.1 413 ", b"HTTP/1.1 431 "), answer  # (h11 counts it as a header line)
+    assert app.requests == []
+
+
+async def test_bodies_in_memory_are_capped_server_wide_with_503(nursery: trio.Nursery, kind: str) -> None:
+    app = App()
+    control = await start_server(nursery, app, kind, max_buffered_bodies=10_000)
+    first = await connect(control)
+    await first.send_all(b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    await first.send_all(b"1f40\r\n" + b"a" * 8000 + b"\r\n")  # 8000 bytes held, body not finished
+    with trio.fail_after(10):
+        while True:  # until the server has taken them in
+            await trio.sleep(0.01)
+            if kind == "hypercorn" or control.connections()[0].bytes_received >= 8000:
+                break
+    if kind == "hypercorn":
+        await trio.sleep(0.2)
+    second = await connect(control)
+    await second.send_all(b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    await second.send_all(b"bb8\r\n" + b"b" * 3000 + b"\r\n0\r\n\r\n")
+    reply = await H11Reader(second).read("POST")
+    assert reply.status == 503, reply
+    assert reply.header("retry-after") == "1"
+    # The first finishes and is served; what it held is given back.
+    await first.send_all(b"0\r\n\r\n")
+    assert (await H11Reader(first).read("POST")).status == 200
+    third = await connect(control)
+    await third.send_all(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 9000\r\n\r\n" + b"c" * 9000)
+    assert (await H11Reader(third).read("POST")).status == 200
+
+
+# -- the health endpoint at max_connections -----------------------------------
+
+
+async def test_health_answers_when_max_connections_are_taken(nursery: trio.Nursery) -> None:
+    from dotrio.server._fast import HEALTH_RESERVE
+
+    app = App()
+    control = await start_server(nursery, app, "fast", max_connections=2)
+    held = []
+    for _ in range(2):  # every slot taken by an idle keep-alive connection
+        stream = await connect(control)
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        await H11Reader(stream).read()
+        held.append(stream)
+    waiting = []
+    for i in range(HEALTH_RESERVE - 1):  # ordinary requests wait for a slot
+        stream = await connect(control)
+        await stream.send_all(b"GET /waiting%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)
+        waiting.append(stream)
+    with trio.fail_after(10):
+        while control.statistics().open_connections < 2 + HEALTH_RESERVE - 1:
+            await trio.sleep(0.01)
+    # The last reserve slot: health is answered (and the connection closed)...
+    for _ in range(3):
+        stream = await connect(control)
+        await stream.send_all(b"GET /_dotrio/health HTTP/1.1\r\nHost: h\r\n\r\n")
+        reader = H11Reader(stream)
+        reply = await reader.read()
+        assert reply.status == 200 and reply.body.startswith(b"hello GET http://h/_dotrio/health")
+        assert await reader.at_eof()
+    # ...an ordinary request there gets 503 rather than a wait.
+    stream = await connect(control)
+    await stream.send_all(b"GET /more HTTP/1.1\r\nHost: h\r\n\r\n")
+    reply = await H11Reader(stream).read()
+    assert reply.status == 503 and reply.header("retry-after") == "1"
+    assert all(r.path != "/more" for r in app.requests)
+    # A slot frees: a waiting request is served.
+    await held[0].aclose()
+    served = 0
+    with trio.fail_after(10):
+        while served == 0:
+            await trio.sleep(0.01)
+            served = sum(1 for r in app.requests if r.path.startswith("/waiting"))
+    assert served == 1

@@ -155,7 +155,12 @@ def test_every_error_at_once_with_did_you_mean(tmp_path: Path, mod: str) -> None
     # The CLI prints them all and exits 2.
     result = CliRunner().invoke(cli, ["check", str(path)])
     assert result.exit_code == 2
-    assert result.stderr.count("expected") == len(lines)
+    assert result.stderr.splitlines() == [f"dotrio: error: {line}" for line in lines]
+    # Wrangler-only keys are suggested too.
+    path.write_text(f"compatability_date = '2025-01-01'\n[[durable_objects.bindings]]\nname = 'A'\n"
+                    f"class_name = '{mod}:Room'\n")
+    with pytest.raises(dotrio.ConfigError, match="did you mean 'compatibility_date'"):
+        load_config(path, environ={})
 
 
 def test_check_output_never_shows_secrets(tmp_path: Path, mod: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,13 +12,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 import trio
 import trio_websocket
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,8 +68,8 @@ class Dev:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    async def wait_for(self, pattern: str, count: int = 1, timeout: float = 60.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
+    async def wait_for(self, pattern: str, count: int = 1, within: float = 60.0) -> re.Match[str]:
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             found = list(re.finditer(pattern, self.log()))
             if len(found) >= count:
@@ -74,7 +77,7 @@ class Dev:
             if self.proc.poll() is not None:
                 pytest.fail(f"dotrio dev exited with {self.proc.returncode}:\n{self.log()}")
             await trio.sleep(0.05)
-        pytest.fail(f"{pattern!r} (x{count}) not printed within {timeout} s:\n{self.log()}")
+        pytest.fail(f"{pattern!r} (x{count}) not printed within {within} s:\n{self.log()}")
 
     def kill(self) -> None:
         if self.proc.poll() is None:

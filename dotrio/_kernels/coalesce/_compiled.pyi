@@ -1,4 +1,4 @@
-"""Type stub for dotrio._ext._coalesce, the compiled twin of dotrio.storage._coalesce_py."""
+"""Type stub for dotrio._kernels.coalesce._compiled, the compiled twin of dotrio._kernels.coalesce._pure."""
 
 from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any

@@ -1,4 +1,4 @@
-"""Hierarchical timer wheel: the pure-Python reference twin of ``dotrio._ext._wheel``.
+"""Hierarchical timer wheel: the pure-Python reference twin of ``_compiled.pyx``.
 
 The runtime keeps every armed alarm (up to millions) in one of these and a single
 Trio task sleeps until :meth:`TimerWheel.next_due`. The wheel itself is a plain
@@ -64,7 +64,12 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
-from collections.abc import Hashable
+from typing import TYPE_CHECKING
+
+from .._constants import LEVELS, SLOT_BITS
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
 
 __all__ = [
     "LEVELS",
@@ -74,10 +79,7 @@ __all__ = [
     "WheelStatistics",
 ]
 
-SLOT_BITS = 6
 SLOTS_PER_LEVEL = 1 << SLOT_BITS
-# 11 * 6 = 66 bits >= 63: every non-negative int64 tick has a level.
-LEVELS = 11
 
 _NSLOTS = LEVELS * SLOTS_PER_LEVEL
 _READY = 0xFFFE

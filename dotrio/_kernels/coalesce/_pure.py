@@ -1,4 +1,4 @@
-"""The write coalescer, pure Python: the reference twin of ``ext/_coalesce.pyx``.
+"""The write coalescer, pure Python: the reference twin of ``_compiled.pyx``.
 
 One ``Coalescer`` per live object holds three things, all keyed by storage key:
 
@@ -29,7 +29,8 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .._codec import decode, encode
+from .._constants import DEFAULT_CACHE_BUDGET, ENTRY_OVERHEAD, MAX_KEY_BYTES, MAX_VALUE_BYTES, SETTLE_COPY_MAX
+from ..codec import decode, encode
 
 __all__ = [
     "Coalescer",
@@ -42,17 +43,7 @@ __all__ = [
     "check_key",
 ]
 
-MAX_KEY_BYTES = 2048
-MAX_VALUE_BYTES = 2 * 1024 * 1024
-# Small on purpose: thousands of objects may be live at once, and a value read
-# once per turn is what the cache is for, not whole data sets.
-DEFAULT_CACHE_BUDGET = 32 * 1024
-# What one cached entry costs beyond its key and value bytes (dict slot, str
-# and bytes headers), so that many tiny entries cannot exceed the budget.
-ENTRY_OVERHEAD = 96
-# A committed batch bigger than this is not copied into the cache entry by
-# entry (that would cost as much as a small commit): only stale entries are dropped.
-_SETTLE_COPY_MAX = 64
+_SETTLE_COPY_MAX = SETTLE_COPY_MAX
 
 
 class _Missing:

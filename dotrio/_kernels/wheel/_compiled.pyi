@@ -1,8 +1,8 @@
-"""Type stub for dotrio._ext._wheel (the compiled timer wheel)."""
+"""Type stub for dotrio._kernels.wheel._compiled, the compiled twin of dotrio._kernels.wheel._pure."""
 
 from collections.abc import Hashable
 
-from dotrio._wheel_py import WheelStatistics as WheelStatistics
+from dotrio._kernels.wheel._pure import WheelStatistics as WheelStatistics
 
 __all__ = ["LEVELS", "SLOTS_PER_LEVEL", "SLOT_BITS", "TimerWheel", "WheelStatistics"]
 

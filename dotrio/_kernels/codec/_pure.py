@@ -1,8 +1,8 @@
 """dotrio's value codec, pure-Python reference implementation.
 
-``dotrio._ext._codec`` (ext/_codec.pyx) is the compiled twin: both produce the
+``_compiled.pyx`` beside this file is the compiled twin: both produce the
 same bytes for the same value and accept and reject the same inputs with the
-same messages; ``dotrio._codec`` picks one of them.
+same messages; ``dotrio._kernels.codec`` picks one of them.
 
 Values
 ======
@@ -106,12 +106,9 @@ import re
 import struct
 from typing import Any
 
+from .._constants import FORMAT_VERSION, MAX_DEPTH
+
 __all__ = ["MAX_DEPTH", "FORMAT_VERSION", "encode", "decode", "copy"]
-
-MAX_DEPTH: int = 256
-"""How many containers deep a value may nest (the top-level one counts)."""
-
-FORMAT_VERSION: int = 1
 
 # Tags (see the module docstring).
 _NONE, _FALSE, _TRUE = 0x00, 0x01, 0x02
@@ -206,7 +203,7 @@ def _format_path(steps: list[tuple[str, Any]]) -> str:
 
 
 def _error(kind: str, detail: Any, steps: list[tuple[str, Any]]) -> Exception:
-    """The public exception; ext/_codec.pyx builds the same messages."""
+    """The public exception; _compiled.pyx builds the same messages."""
     path = _format_path(steps)
     if kind == "type":
         t: type = detail

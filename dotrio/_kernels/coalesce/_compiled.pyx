@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The write coalescer, compiled: the twin of ``dotrio/storage/_coalesce_py.py``.
+"""The write coalescer, compiled: the twin of ``dotrio/_kernels/coalesce/_pure.py``.
 
 Same classes, functions, results and errors; the pure module's docstring is
 the specification. What is different here is only how: dict and list access
@@ -33,15 +33,11 @@ __all__ = [
     "check_key",
 ]
 
-cdef enum:
-    _MAX_KEY_BYTES = 2048
-    _ENTRY_OVERHEAD = 96
-    _SETTLE_COPY_MAX = 64
-
+# _MAX_KEY_BYTES, _MAX_DEPTH, ... (each NAME of dotrio/_kernels/_constants.py, as _NAME)
+# are compile-time constants: setup.py passes them to Cython, so that file is their one source.
 MAX_KEY_BYTES = _MAX_KEY_BYTES
-MAX_VALUE_BYTES = 2 * 1024 * 1024
-cdef Py_ssize_t _MAX_VALUE_BYTES = MAX_VALUE_BYTES
-DEFAULT_CACHE_BUDGET = 32 * 1024
+MAX_VALUE_BYTES = _MAX_VALUE_BYTES
+DEFAULT_CACHE_BUDGET = _DEFAULT_CACHE_BUDGET
 ENTRY_OVERHEAD = _ENTRY_OVERHEAD
 
 
@@ -58,8 +54,8 @@ cdef class _Missing:
 MISSING = _Missing()
 cdef object _MISSING = MISSING
 
-# The value codec in use (compiled or pure, as dotrio._codec selected).
-from dotrio._codec import decode as _decode, encode as _encode
+# The value codec in use (compiled or pure, as dotrio._kernels.codec selected).
+from dotrio._kernels.codec import decode as _decode, encode as _encode
 
 
 cdef class _Ready:

@@ -1,9 +1,9 @@
 # cython: language_level=3, annotation_typing=False
-"""Hierarchical timer wheel: the compiled twin of ``dotrio._wheel_py``.
+"""Hierarchical timer wheel: the compiled twin of ``dotrio._kernels.wheel._pure``.
 
 The design (11 radix levels of 64 slots, cursor-relative XOR placement, ready
 heap ordered by ``(when_ms, handle)``, per-slot cached minimum, slots opened early by ``next_due``) is documented in
-``dotrio/_wheel_py.py``; this file follows the same algorithm step for step so
+``dotrio/_kernels/wheel/_pure.py``; this file follows the same algorithm step for step so
 that both twins return identical results, including the order of ties.
 
 What differs is the memory layout. Per armed alarm there is no Python object
@@ -32,7 +32,7 @@ from cpython.object cimport Py_EQ, PyObject, PyObject_Hash, PyObject_RichCompare
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t
 from libc.string cimport memset
 
-from dotrio._wheel_py import WheelStatistics
+from dotrio._kernels.wheel._pure import WheelStatistics
 
 cdef extern from *:
     int __builtin_clzll(unsigned long long) nogil
@@ -42,10 +42,10 @@ cdef extern from *:
 
 __all__ = ["LEVELS", "SLOTS_PER_LEVEL", "SLOT_BITS", "TimerWheel", "WheelStatistics"]
 
+# _MAX_KEY_BYTES, _MAX_DEPTH, ... (each NAME of dotrio/_kernels/_constants.py, as _NAME)
+# are compile-time constants: setup.py passes them to Cython, so that file is their one source.
 cdef enum:
-    _SLOT_BITS = 6
-    _LEVELS = 11
-    _NSLOTS = 704
+    _NSLOTS = _LEVELS << _SLOT_BITS
     _READY = 0xFFFE
     _FREE = 0xFFFF
     _MIN_CAP = 64

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""dotrio's value codec, compiled twin of ``dotrio._codec_py``.
+"""dotrio's value codec, compiled twin of ``dotrio._kernels.codec._pure``.
 
 The pure module documents the format and the rules; this one must produce the
 same bytes, accept and reject the same inputs and raise the same messages
@@ -248,10 +248,10 @@ cdt.import_datetime()
 
 __all__ = ["MAX_DEPTH", "FORMAT_VERSION", "encode", "decode", "copy"]
 
+# _MAX_KEY_BYTES, _MAX_DEPTH, ... (each NAME of dotrio/_kernels/_constants.py, as _NAME)
+# are compile-time constants: setup.py passes them to Cython, so that file is their one source.
 cdef enum:
-    _MAX_DEPTH = 256
-    _VERSION = 1
-    # Tags (see dotrio/_codec_py.py).
+    # Tags (see dotrio/_kernels/codec/_pure.py).
     T_NONE = 0x00
     T_FALSE = 0x01
     T_TRUE = 0x02
@@ -287,7 +287,7 @@ cdef enum:
     MEMO_ENTRIES = 128
 
 MAX_DEPTH = _MAX_DEPTH
-FORMAT_VERSION = _VERSION
+FORMAT_VERSION = _FORMAT_VERSION
 
 cdef int64_t DAY_US = 86400000000LL
 cdef object _U64 = 1 << 64
@@ -300,7 +300,7 @@ cdef object _timedelta = _dt.timedelta
 
 
 # ---------------------------------------------------------------- errors
-# The same messages as dotrio._codec_py builds; keep the two in step.
+# The same messages as dotrio._kernels.codec._pure builds; keep the two in step.
 
 _SUPPORTED = (
     "None, bool, int, float, str, bytes, list, tuple, dict, set, frozenset, "
@@ -912,10 +912,10 @@ cdef inline _State _take_state():
 
 
 def encode(object value) -> bytes:
-    """Encode a supported value to bytes (see dotrio._codec_py)."""
+    """Encode a supported value to bytes (see dotrio._kernels.codec._pure)."""
     cdef _State st = _take_state()
     try:
-        st.put1(_VERSION)
+        st.put1(_FORMAT_VERSION)
         st.enc(value, 0)
         return PyBytes_FromStringAndSize(<char *>st.buf, st.len)
     finally:
@@ -923,7 +923,7 @@ def encode(object value) -> bytes:
 
 
 def copy(object value, object passthrough=()) -> object:
-    """A validated deep copy of a supported value (see dotrio._codec_py)."""
+    """A validated deep copy of a supported value (see dotrio._kernels.codec._pure)."""
     if type(passthrough) is not tuple:
         raise TypeError(
             f"passthrough must be a tuple of types, not {type(passthrough).__name__!r}"
@@ -1185,7 +1185,7 @@ def decode(object data) -> object:
     if end == 0:
         raise _corrupt("empty input")
     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(data)
-    if p[0] != _VERSION:
+    if p[0] != _FORMAT_VERSION:
         raise _corrupt(f"unknown format version {p[0]}")
     cdef _Decoder dec = _Decoder.__new__(_Decoder)
     dec.p = p

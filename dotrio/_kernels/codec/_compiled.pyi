@@ -1,4 +1,4 @@
-"""Type stub for dotrio._ext._codec, the compiled twin of dotrio._codec_py."""
+"""Type stub for dotrio._kernels.codec._compiled, the compiled twin of dotrio._kernels.codec._pure."""
 
 __all__ = ["MAX_DEPTH", "FORMAT_VERSION", "encode", "decode", "copy"]
 
