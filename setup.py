@@ -82,8 +82,19 @@ class cythonize_then_build_ext(build_ext):  # noqa: N801 - a setuptools command 
     def finalize_options(self) -> None:
         from Cython.Build import cythonize
 
+        # Cython regenerates a .c only when its .pyx (or a cimported .pxd)
+        # changed; the constants reach it another way, so a change to them
+        # must force it.
+        constants_mtime = (KERNELS / "_constants.py").stat().st_mtime
+        stale = any(
+            Path(src).with_suffix(".c").exists() and Path(src).with_suffix(".c").stat().st_mtime < constants_mtime
+            for ext in self.distribution.ext_modules
+            for src in ext.sources
+            if src.endswith(".pyx")
+        )
         self.distribution.ext_modules[:] = cythonize(
             self.distribution.ext_modules,
+            force=bool(self.force) or stale,
             language_level=3,
             compile_time_env=compile_time_env(),
             compiler_directives={

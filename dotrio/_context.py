@@ -1,7 +1,9 @@
-"""The runtime's context variable: the object whose handler is running in
-this task. The runtime sets it around every event; the user-facing API reads
-it (``WebSocket.accept()`` keeps that object in memory, ``send``/``close``
-pass its output gate). It lives below both so neither imports the other."""
+"""The runtime's context variables: the object whose handler is running in
+this task, and the deadline of the request being served. The runtime sets
+them around every event; the user-facing API reads the first
+(``WebSocket.accept()`` keeps that object in memory, ``send``/``close`` pass
+its output gate) and storage the second. This module imports nothing of
+dotrio, so all three can use it without importing each other."""
 
 from __future__ import annotations
 

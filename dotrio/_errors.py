@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "DotrioError",
     "StorageError",
+    "StorageFullError",
     "ObjectResetError",
     "OverloadedError",
     "ConfigError",
@@ -24,6 +25,12 @@ class DotrioError(Exception):
 
 class StorageError(DotrioError):
     """A storage operation failed: SQL error, forbidden statement, bad cursor use."""
+
+
+class StorageFullError(StorageError):
+    """A storage operation failed because the disk (or its inode table) is
+    full. The object is reset; the server answers 503 ``storage full`` with
+    ``Retry-After``. Catch ``StorageError`` to handle it with the others."""
 
 
 class ObjectResetError(DotrioError):

@@ -207,12 +207,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if chosen is not None
             else None
         )
-        item.stash[_HINT] = (
-            f"the test runs under {name}, which ignored the clock dotrio passed it; "
-            "use a runner that accepts clock= (as trio.run does) or " + _DEFAULT_HINT
-            if name is not None
-            else f"the runner named by the trio_run ini option ignored the clock dotrio passed it; {_DEFAULT_HINT}"
-        )
+        if name is not None:
+            item.stash[_HINT] = (
+                f"the test runs under {name}, which ignored the clock dotrio passed it; "
+                f"use a runner that accepts clock= (as trio.run does) or {_DEFAULT_HINT}"
+            )
+        else:
+            item.stash[_HINT] = (
+                f"the runner named by the trio_run ini option ignored the clock dotrio passed it; {_DEFAULT_HINT}"
+            )
         item.add_marker(pytest.mark.trio(run=_virtual_runner(item, chosen)), append=False)
 
 
@@ -243,7 +246,9 @@ def _require_virtual_time(what: str) -> None:
     if policy is not None and policy.real_time:
         return
     hint = policy.hint if policy is not None else (
-        "outside a pytest run, pass clock=trio.testing.MockClock(autojump_threshold=0) to trio.run"
+        "dotrio's pytest plugin did not set this test up (load it with -p dotrio.testing if the "
+        "pytest11 entry point is not installed), so ask for pytest-trio's autojump_clock fixture; "
+        "outside pytest, pass clock=trio.testing.MockClock(autojump_threshold=0) to trio.run"
     )
     raise RuntimeError(
         f"{what} needs dotrio's virtual time, but this test runs on the real clock "

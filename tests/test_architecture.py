@@ -42,7 +42,6 @@ LAYERS: dict[str, int] = {
     "dotrio._http": API,
     "dotrio._ids": API,
     "dotrio._websocket": API,
-    "dotrio._context": API,
     # The alarm index is a SQLite file like the objects' databases.
     "dotrio._alarm_index": STORAGE,
     # Kernels (compiled + pure-Python twins) and modules that import nothing of dotrio.
@@ -56,6 +55,8 @@ LAYERS: dict[str, int] = {
     "dotrio._errors": KERNELS,
     "dotrio._clock": KERNELS,
     "dotrio._schedule": KERNELS,
+    # The context variables the runtime sets and the user API and storage read.
+    "dotrio._context": KERNELS,
     "dotrio._version": KERNELS,
 }
 # Everything else in a package takes the package's layer.

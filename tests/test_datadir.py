@@ -127,11 +127,11 @@ async def test_runtime_body_and_shutdown_still_work(make_runtime):
     # The lifecycle is one context manager: an error in the body still closes
     # everything and reaches the caller; a Runtime is entered once at a time.
     rt = make_runtime({"B": Box})
-    with pytest.raises(BaseExceptionGroup) as info:
+    with pytest.raises((KeyError, BaseExceptionGroup)) as info:
         async with rt:
             await rt.env.B.get_by_name("a").put(1)
             raise KeyError("body")
-    assert info.group_contains(KeyError)
+    assert isinstance(info.value, KeyError) or info.group_contains(KeyError)
     assert not rt.running
     async with make_runtime({"B": Box}) as rt2:
         assert rt2.running
@@ -306,6 +306,29 @@ async def test_fsck_reports_corrupt_objects_and_repairs_the_index(make_runtime, 
     async with make_runtime({"B": Box}) as rt:
         await trio.sleep(3)
         assert Box.fired == {due_id: 1}
+
+
+def garble_a_middle_page(path: Path) -> None:
+    conn = apsw.Connection(str(path))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the pages into the file itself
+    conn.close()
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        f.write(b"\xff" * 2048)
+
+
+async def test_fsck_finds_damage_inside_a_file_that_still_opens(make_runtime, data_dir):
+    async with make_runtime({"B": Box}) as rt:
+        big = rt.env.B.get_by_name("big")
+        for i in range(100):
+            await big.put({"i": i, "pad": "x" * 2000})
+            await rt.env.B.get_by_name(f"k{i}").put(i)
+        big_id = str(big.id)
+    garble_a_middle_page(data_dir / "Box" / big_id[:2] / f"{big_id}.sqlite")
+    report = fsck(data_dir)
+    assert [label for label, _ in report.corrupt] == [f"Box/{big_id}"], report
+    assert "\n" not in report.corrupt[0][1] and report.corrupt[0][1]
+    assert report.objects == 101 and len(report.problems) == 1
 
 
 async def test_fsck_refuses_a_data_dir_in_use(make_runtime, data_dir):

@@ -428,16 +428,24 @@ class TestInAClass:
 
 def test_sync_test_with_data_dir(dotrio_data_dir):
     assert not dotrio_data_dir.exists()
+
+
+@pytest.mark.dotrio
+async def test_marker_alone_without_fixtures():
+    assert type(trio.lowlevel.current_clock()) is trio.testing.MockClock
+    t0 = time.monotonic()
+    await advance(3600)
+    assert time.monotonic() - t0 < 5
 '''
 
 # A stand-in for qtrio (which needs Qt): a runner that honours clock= as
 # qtrio.run does, and records that it ran.
 FAKE_QTRIO = '''
 import trio
-runs = []
 
 def run(fn, *args, clock=None, instruments=()):
-    runs.append(clock)
+    with open("qtrio-runs.txt", "a") as f:
+        f.write(type(clock).__name__ + "\\n")
     return trio.run(fn, *args, clock=clock, instruments=instruments)
 '''
 
@@ -459,19 +467,16 @@ def run(fn, *args, clock=None, instruments=()):
 def test_virtual_time_under_every_configuration(pytester: pytest.Pytester, ini: str) -> None:
     write_objects(pytester)
     pytester.makepyfile(qtrio=FAKE_QTRIO, test_everywhere=VIRTUAL_EVERYWHERE)
-    if "qtrio" in ini:
-        # The qtrio runner really ran the tests (4 async ones), with the virtual clock.
-        pytester.makeconftest(
-            "import qtrio, trio.testing\n"
-            "def pytest_unconfigure():\n"
-            "    assert len(qtrio.runs) == 4, qtrio.runs\n"
-            "    assert all(type(c) is trio.testing.MockClock for c in qtrio.runs)\n"
-        )
     pytester.syspathinsert()
     pytester.makeini(f"[pytest]\n{ini}\n")
     result = run_inner(pytester)
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    if "qtrio" in ini:
+        # The qtrio runner really ran the 5 async tests, with the virtual clock.
+        assert (pytester.path / "qtrio-runs.txt").read_text().split() == ["MockClock"] * 5
+    else:
+        assert not (pytester.path / "qtrio-runs.txt").exists()
 
 
 def test_a_runner_from_a_marker_gets_the_clock(pytester: pytest.Pytester) -> None:
@@ -579,3 +584,31 @@ async def test_advance_on_the_real_clock_when_asked():
             "*advance(10) needs dotrio's virtual time, but this test runs on the real clock*"
             "autojump_clock*real_time=True*",
         ])
+
+
+def test_fixtures_imported_without_the_plugin_still_refuse_real_time(pytester: pytest.Pytester) -> None:
+    # tests/examples does this: fixtures imported in a conftest, plugin hooks not loaded.
+    write_objects(pytester)
+    pytester.makeconftest("from dotrio.testing import dotrio_data_dir, dotrio_runtime_factory\n")
+    pytester.makepyfile(
+        test_imported='''
+from objects import *
+
+
+@pytest.mark.trio
+async def test_without_a_clock(dotrio_runtime_factory):
+    dotrio_runtime_factory({"COUNTER": Counter})
+
+
+@pytest.mark.trio
+async def test_with_autojump_clock(dotrio_runtime_factory, autojump_clock):
+    async with dotrio_runtime_factory({"COUNTER": Counter}) as rt:
+        t0 = time.monotonic()
+        await advance(3600)
+        assert time.monotonic() - t0 < 5
+'''
+    )
+    # A subprocess: in-process, this outer test's own plugin state would be visible.
+    result = pytester.runpytest_subprocess("-p", "no:dotrio", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*dotrio's pytest plugin did not set this test up*autojump_clock*"])

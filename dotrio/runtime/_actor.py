@@ -21,12 +21,13 @@ gets ObjectResetError, queued events go to a fresh instance.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
 import types
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import outcome
 import trio
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from ..storage import StorageBackend
 
 __all__ = ["Actor", "Event", "ActorStatistics", "ActorRuntime", "ActorAlarms", "ActorSockets"]
+
+log = logging.getLogger("dotrio.runtime")
 
 ActorKey = tuple[str, str]
 T = TypeVar("T")
@@ -105,6 +108,8 @@ class ActorRuntime(Protocol):
 
     def schedule_flush(self, actor: Actor) -> None: ...
 
+    def watch_deadline(self, actor: Actor, event: Event) -> None: ...
+
     @property
     def accepts_background(self) -> bool: ...
 
@@ -114,7 +119,7 @@ class ActorRuntime(Protocol):
 class Event:
     """One delivery to an object: ``fn(instance)`` and who waits for its outcome."""
 
-    __slots__ = ("fn", "waiter", "callback", "deadline")
+    __slots__ = ("fn", "waiter", "callback", "deadline", "running")
 
     def __init__(
         self,
@@ -128,6 +133,8 @@ class Event:
         self.callback = callback
         # Trio time by which the request this event serves must be answered.
         self.deadline = deadline
+        # Its handler is suspended mid-way, watched for that deadline.
+        self.running = False
 
     def reply(self, result: outcome.Outcome) -> None:
         waiter = self.waiter
@@ -141,13 +148,15 @@ class Event:
 
 
 class _Generation:
-    __slots__ = ("scope", "nursery", "resetting", "reason", "reset_when_idle", "ready")
+    __slots__ = ("scope", "nursery", "resetting", "reason", "cause", "reset_when_idle", "ready")
 
     def __init__(self) -> None:
         self.scope: trio.CancelScope | None = None
         self.nursery: trio.Nursery | None = None
         self.resetting = False
         self.reason = "the object was reset"
+        # The failure that reset the object (the ObjectResetError's __cause__).
+        self.cause: BaseException | None = None
         self.reset_when_idle = False
         # Constructed (and on_start done): runners deliver events.
         self.ready = False
@@ -164,6 +173,10 @@ class ActorStatistics:
     generations: int
     dirty: bool
     pins: int
+
+
+# _drive's "no first step made yet".
+_NOT_STEPPED: Any = object()
 
 
 class Gone(Exception):
@@ -233,7 +246,12 @@ class Actor:
         request_deadline.set(math.inf)
         try:
             while not self.evicted:
-                await self._generation()
+                try:
+                    await self._generation()
+                except Exception as exc:
+                    # Whatever escaped this object's generation (a bug, or a
+                    # failure nothing else caught) resets this object only.
+                    self.reset(f"{type(exc).__name__}: {exc}", exc)
         finally:
             # Runtime shutdown: nobody will deliver what is still queued.
             while self._inbox:
@@ -382,25 +400,25 @@ class Actor:
                     value = await self._drive_until(event, deadline)
                 result: outcome.Outcome = outcome.Value(value)
             except trio.Cancelled:
-                event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                event.reply(outcome.Error(_reset_error(gen)))
                 raise
             except Exception as exc:
                 if gen.resetting:
-                    event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                    event.reply(outcome.Error(_reset_error(gen)))
                     return
                 result = outcome.Error(exc)
             if gen.resetting:
-                event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                event.reply(outcome.Error(_reset_error(gen)))
                 return
             try:
                 await self.output_gate()
             except trio.Cancelled:
-                event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                event.reply(outcome.Error(_reset_error(gen)))
                 raise
-            except StorageError as exc:
-                self.reset(f"commit failed: {exc}")
+            except Exception as exc:
+                self.reset(_commit_reason(exc), exc)
             if gen.resetting:
-                event.reply(outcome.Error(ObjectResetError(gen.reason)))
+                event.reply(outcome.Error(_reset_error(gen)))
                 return
             event.reply(result)
         finally:
@@ -414,39 +432,87 @@ class Actor:
         is cancelled (long SQL interrupted, rolled back) and the object reset,
         as Cloudflare resets an object over its limits: the handler stopped at
         an arbitrary point, so neither its uncommitted writes nor the instance's
-        memory can be trusted."""
+        memory can be trusted.
+
+        No cancel scope per event (it would cost about as much as a scheduler
+        pass per request, and could not be entered after the handler's first
+        step anyway): SQL sees the deadline through ``request_deadline`` (the
+        storage's progress handler reads it); a handler that suspends is
+        watched by the runtime (``Runtime.watch_deadline``), which resets the
+        object if the handler is still running when the deadline passes."""
         token = request_deadline.set(deadline)
         try:
-            with trio.CancelScope(deadline=deadline) as scope:
-                return await self._drive(event.fn(self.instance))
+            coro = event.fn(self.instance)
+            try:
+                done, got = self._first_step(coro)
+                if done:
+                    return got
+                event.running = True
+                self.runtime.watch_deadline(self, event)
+                try:
+                    return await self._drive(coro, got)
+                finally:
+                    event.running = False
+            except Exception:
+                if trio.current_time() >= deadline:
+                    # (an interrupted statement raised, and the handler let it)
+                    self._timed_out(deadline)
+                raise
         finally:
             request_deadline.reset(token)
-        # Only reached when the scope caught its cancellation.
-        self.reset(f"a request ran past its deadline (request_timeout) by {trio.current_time() - scope.deadline:.3f} s")
+
+    def _timed_out(self, deadline: float) -> NoReturn:
+        self.reset(f"a request ran past its deadline (request_timeout) by {trio.current_time() - deadline:.3f} s")
         raise ObjectResetError("the request ran past its deadline (request_timeout)")
 
+    def deadline_passed(self, event: Event) -> None:
+        """The runtime's watcher: ``event``'s deadline passed while its handler
+        was suspended (reset the object: its handlers are cancelled)."""
+        if event.running:
+            self.reset(f"a request ran past its deadline (request_timeout) by "
+                       f"{trio.current_time() - event.deadline:.3f} s")
+
+    def _first_step(self, coro: Any) -> tuple[bool, Any]:
+        """``_drive``'s first step, alone: (True, result) if the handler
+        finished in it, else (False, what it yielded to Trio)."""
+        self._stepping += 1
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            return True, stop.value
+        finally:
+            self._stepping -= 1
+        storage = self.storage
+        if storage.pending_writes and not storage.waiting:
+            if storage.alarm_pending:
+                self.runtime.alarms.before_flush((self,))
+            self.flush()
+        return False, yielded
+
     @types.coroutine
-    def _drive(self, coro: Any) -> Any:
+    def _drive(self, coro: Any, yielded: Any = _NOT_STEPPED) -> Any:
         """Await the handler coroutine ``coro``, step by step. Before it suspends
         at anything but a storage wait, commit its writes: what the runtime's
         flusher would do a scheduler pass later, without waking it (the output
-        gate commits what is left when the handler returns)."""
+        gate commits what is left when the handler returns). ``yielded``: the
+        handler already made its first step (``_first_step``) and yielded this."""
         storage = self.storage
         value: Any = None
         error: BaseException | None = None
         while True:
-            self._stepping += 1
-            try:
-                yielded = coro.send(value) if error is None else coro.throw(error)
-            except StopIteration as stop:
-                return stop.value
-            finally:
-                self._stepping -= 1
-            if storage.pending_writes and not storage.waiting:
-                alarms = self.runtime.alarms
-                if storage.alarm_pending:
-                    alarms.before_flush((self,))
-                self.flush()
+            if yielded is _NOT_STEPPED:
+                self._stepping += 1
+                try:
+                    yielded = coro.send(value) if error is None else coro.throw(error)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    self._stepping -= 1
+                if storage.pending_writes and not storage.waiting:
+                    alarms = self.runtime.alarms
+                    if storage.alarm_pending:
+                        alarms.before_flush((self,))
+                    self.flush()
             try:
                 value = yield yielded
                 error = None
@@ -456,6 +522,7 @@ class Actor:
             except BaseException as exc:
                 value = None
                 error = exc
+            yielded = _NOT_STEPPED
 
     # ---- gates ------------------------------------------------------------------------
 
@@ -503,16 +570,16 @@ class Actor:
             return
         try:
             storage.commit()
-        except StorageError as exc:
-            self.reset(f"commit failed: {exc}")
+        except Exception as exc:
+            self.reset(_commit_reason(exc), exc)
             return
         self._release_sends()
 
     async def _background_commit(self) -> None:
         try:
             await self.storage.commit_async()
-        except StorageError as exc:
-            self.reset(f"commit failed: {exc}")
+        except Exception as exc:
+            self.reset(_commit_reason(exc), exc)
             return
         finally:
             self._commit_started = False
@@ -534,19 +601,40 @@ class Actor:
 
     # ---- resets -------------------------------------------------------------------------
 
-    def reset(self, reason: str) -> None:
+    def reset(self, reason: str, cause: BaseException | None = None, *, requested: bool = False) -> None:
+        """Reset the object: drop uncommitted writes, fail the events that had
+        started (ObjectResetError, its ``__cause__`` being ``cause``), build a
+        fresh instance for the next one. Logged once per reset, naming the
+        object: a failure (``cause``) at ERROR with its traceback, a reset the
+        code asked for (``requested``: ``ctx.abort``) at INFO, others at WARNING."""
         gen = self._gen
-        self.storage.rollback()
+        try:
+            self.storage.rollback()
+        except Exception:
+            # Nothing uncommitted survives a failed rollback (the connection
+            # is dropped); the reset goes on.
+            log.debug("rollback during the reset of %s/%s failed", self.namespace.name, self.id, exc_info=True)
         self._gated_sends = []
-        if gen is None or gen.resetting:
+        if gen is not None and gen.resetting:
+            return
+        name = f"{self.namespace.name}/{self.id}"
+        reason = reason.replace(f"object {name}: ", "")  # storage messages name it too
+        if cause is not None:
+            log.error("object %s reset: %s", name, reason, exc_info=cause)
+        elif requested:
+            log.info("object %s reset: %s", name, reason)
+        else:
+            log.warning("object %s reset: %s", name, reason)
+        if gen is None:
             return
         gen.resetting = True
-        gen.reason = f"object {self.namespace.name}/{self.id} was reset: {reason}"
+        gen.reason = f"object {name} was reset: {reason}"
+        gen.cause = cause
         if gen.scope is not None:
             gen.scope.cancel()
 
     def abort(self, reason: str | None) -> None:
-        self.reset(f"ctx.abort({reason!r})" if reason is not None else "ctx.abort()")
+        self.reset(f"ctx.abort({reason!r})" if reason is not None else "ctx.abort()", requested=True)
         raise ObjectResetError(reason or "the object was aborted")
 
     async def block_concurrency_while(self, fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -573,6 +661,10 @@ class Actor:
             self._pins += 1
             try:
                 await awaitable
+            except Exception as exc:
+                # Nobody awaits this work: its failure resets the object (whose
+                # state it may have left half-changed) instead of the runtime.
+                self.reset(f"a ctx.wait_until() task raised {type(exc).__name__}: {exc}", exc)
             finally:
                 self._pins -= 1
                 self.last_active = trio.current_time()
@@ -686,3 +778,18 @@ class Actor:
             dirty=self.storage.dirty,
             pins=self._pins,
         )
+
+
+def _reset_error(gen: _Generation) -> ObjectResetError:
+    """What an event of a reset generation gets: ObjectResetError naming the
+    reason, with the failure that caused it (if any) as ``__cause__``."""
+    err = ObjectResetError(gen.reason)
+    err.__cause__ = gen.cause
+    return err
+
+
+def _commit_reason(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, StorageError) and "commit failed" in text:
+        return text
+    return f"commit failed: {text}"

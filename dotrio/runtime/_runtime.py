@@ -8,7 +8,9 @@ task or thread outlives the block.
 
 from __future__ import annotations
 
+import heapq
 import inspect
+import itertools
 import math
 import os
 import re
@@ -94,7 +96,14 @@ def _positive(name: str, value: float) -> float:
 
 
 class Runtime:
-    """Hosts Durable Object classes in-process; the same thing the server runs."""
+    """Hosts Durable Object classes in-process; the same thing the server runs.
+
+    ``async with`` it to run it. With a ``data_dir``, entering takes the data
+    dir's lock (one process per data dir), reads its id secret and opens the
+    alarm index (rebuilding it from the objects' databases if it is missing,
+    empty or corrupt); any of these failing raises
+    :class:`~dotrio.DataDirError` naming the file, what is wrong and what to
+    do, with nothing left open."""
 
     def __init__(
         self,
@@ -137,6 +146,11 @@ class Runtime:
         if clash:
             raise ValueError(f"names used both as binding and var: {sorted(clash)}")
         self._actors: OrderedDict[ActorKey, Actor] = OrderedDict()
+        # Request deadlines of suspended handlers (watch_deadline).
+        self._deadlines: list[tuple[float, int, Actor, Event]] = []
+        self._deadline_seq = itertools.count()
+        self._deadline_watcher = False
+        self._deadline_scope: trio.CancelScope | None = None
         self._namespaces: dict[str, DurableObjectNamespace] = {}
         self._id_factories: dict[str, IdFactory] = {}
         self.env = Env({})
@@ -400,6 +414,44 @@ class Runtime:
             return _rpc_copy(result, "return", "")
 
         return await self.call(ns, oid, run)
+
+    # ---- request deadlines --------------------------------------------------------------
+
+    def watch_deadline(self, actor: Actor, event: Event) -> None:
+        """Reset ``actor`` if ``event``'s handler (suspended now) is still
+        running at its deadline. Only handlers that suspend are watched; the
+        entries of those that finish first are dropped as they come up."""
+        nursery = self._nursery
+        if nursery is None or self._closing:
+            return
+        heapq.heappush(self._deadlines, (event.deadline, next(self._deadline_seq), actor, event))
+        if not self._deadline_watcher:
+            self._deadline_watcher = True
+            nursery.start_soon(self._watch_deadlines)
+        scope = self._deadline_scope
+        if scope is not None and event.deadline < scope.deadline:
+            scope.deadline = event.deadline
+        elif len(self._deadlines) > 4096 and len(self._deadlines) > 4 * self._live_watched():
+            # Most entries are of handlers that finished long before: prune.
+            self._deadlines = [e for e in self._deadlines if e[3].running]
+            heapq.heapify(self._deadlines)
+
+    def _live_watched(self) -> int:
+        return sum(1 for e in self._deadlines if e[3].running) or 1
+
+    async def _watch_deadlines(self) -> None:
+        while True:
+            with trio.CancelScope() as scope:
+                self._deadline_scope = scope
+                if self._deadlines:
+                    scope.deadline = self._deadlines[0][0]
+                await trio.sleep_forever()
+            self._deadline_scope = None
+            deadlines = self._deadlines
+            now = trio.current_time()
+            while deadlines and deadlines[0][0] <= now:
+                _, _, actor, event = heapq.heappop(deadlines)
+                actor.deadline_passed(event)
 
     # ---- background tasks --------------------------------------------------------------
 

@@ -92,7 +92,11 @@ _CONFIG_ARG = click.argument("config", required=False, type=click.Path(dir_okay=
 def serve(config: str | None, host: str | None, port: int | None, server: str | None,
           max_request_body: int | None, log_level: str, access_log: bool | None,
           shutdown_grace: float | None, certfile: str | None, keyfile: str | None, data_dir: str | None) -> None:
-    """Serve CONFIG (default: the first of ./dotrio.toml, ./wrangler.jsonc, ./wrangler.json, ./wrangler.toml) until SIGTERM/SIGINT."""
+    """Serve CONFIG until SIGTERM/SIGINT.
+
+    CONFIG defaults to the first of ./dotrio.toml, ./wrangler.jsonc,
+    ./wrangler.json and ./wrangler.toml.
+    """
     if (certfile is None) != (keyfile is None):
         raise click.UsageError("--certfile and --keyfile go together")
     cfg = _load(config)
@@ -158,6 +162,8 @@ def dev(config: str | None, host: str | None, port: int | None, log_level: str) 
 
     try:
         code = run_dev(Path(config), host=host, port=port, echo=echo)
+    except DataDirError as exc:  # in use, read-only, damaged id-secret or alarm index
+        _die(str(exc), EXIT_RUNTIME)
     except OSError as exc:
         _die(f"cannot serve: {exc.strerror or exc}", EXIT_RUNTIME)
     sys.exit(code)

@@ -16,8 +16,11 @@ Routing, in order:
 
 Errors: ``OverloadedError`` -> 503 with ``Retry-After``; ``ObjectResetError``
 -> 503 as well (the reset object is rebuilt by the next event, so the
-condition is transient and a retry is the right client reaction); anything
-else -> 500 with a short body, logged with its traceback on ``dotrio.server``.
+condition is transient and a retry is the right client reaction; the runtime
+has logged the reset once, naming the object); a full disk
+(``StorageFullError``, as the cause of a reset or uncaught by the handler) ->
+503 ``storage full`` with ``Retry-After: 10``; anything else -> 500 with a
+short body, logged with its traceback on ``dotrio.server``.
 A request that ran past ``request_timeout`` -> 504 (its object was reset).
 Bodies never carry exception text.
 
@@ -42,7 +45,7 @@ import trio
 
 from .._config import RESERVED_PREFIX
 from .._context import request_deadline
-from .._errors import ObjectResetError, OverloadedError
+from .._errors import ObjectResetError, OverloadedError, StorageFullError
 from .._http import Request, Response
 from .._namespace import DurableObjectNamespace, DurableObjectStub
 from .._object import WorkerEntrypoint
@@ -54,6 +57,9 @@ log = logging.getLogger("dotrio.server")
 access_log = logging.getLogger("dotrio.access")
 
 HEALTH_PATH = RESERVED_PREFIX + "health"
+# Seconds a client is asked to wait after "storage full": freeing disk space
+# takes an operator, not a moment.
+STORAGE_FULL_RETRY_AFTER = 10
 #: Seconds a request may take (``[server] request_timeout``).
 DEFAULT_REQUEST_TIMEOUT = 30.0
 # Stubs made by default routing, kept so a hot object costs a dict lookup, not
@@ -78,6 +84,18 @@ class WorkerContext:
 
     def pass_through_on_exception(self) -> None:
         """Accepted for compatibility with Cloudflare; there is no origin to pass to."""
+
+
+def _storage_full(exc: BaseException) -> bool:
+    """``exc`` is, or was caused by, a full disk (a few links of cause at most)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, StorageFullError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _plain(status: int, text: str, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -197,12 +215,17 @@ class Dispatcher:
             retry = getattr(exc, "retry_after", 1.0)
             return _plain(503, "overloaded\n", [("retry-after", str(max(1, math.ceil(retry))))])
         except ObjectResetError as exc:
+            if _storage_full(exc):
+                return _plain(503, "storage full\n", [("retry-after", str(STORAGE_FULL_RETRY_AFTER))])
             if trio.current_time() >= deadline:
                 log.warning("%s %s: ran past request_timeout (%s s): %s", request.method, path, timeout, exc)
                 return _plain(504, "request timed out\n")
-            log.warning("%s %s: object reset: %s", request.method, path, exc)
+            # The runtime logged the reset once, naming the object and the cause.
+            log.debug("%s %s: object reset: %s", request.method, path, exc)
             return _plain(503, "object reset; retry\n", [("retry-after", "1")])
-        except Exception:
+        except Exception as exc:
+            if _storage_full(exc):
+                return _plain(503, "storage full\n", [("retry-after", str(STORAGE_FULL_RETRY_AFTER))])
             self.errors += 1
             log.exception("%s %s failed", request.method, path)
             return _plain(500, "internal server error\n")

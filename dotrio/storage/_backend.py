@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import apsw
 import trio
@@ -18,6 +19,9 @@ import trio
 from .._kernels.coalesce import DEFAULT_CACHE_BUDGET
 from ._pool import ConnectionPool, PoolStatistics, configure_connection
 from ._sql import DEFAULT_MAX_SQL_RESULT_ROWS
+
+if TYPE_CHECKING:
+    from ._failure import FaultHook
 
 __all__ = ["StorageBackend", "BackendStatistics", "DURABILITY_LEVELS", "DEFAULT_POOL_SIZE", "COMMIT_THREADS"]
 
@@ -76,6 +80,23 @@ class StorageBackend:
         # In-memory databases live as long as the backend: eviction must not lose them.
         self._memory: dict[str, apsw.Connection] = {}
         self._made_dirs: set[str] = set()
+        self._fault_hook: FaultHook | None = None
+
+    @property
+    def fault_hook(self) -> FaultHook | None:
+        """Test-facing fault injection: ``hook(step, path)`` is called before each
+        storage step (open, mkdir, commit, checkpoint, close) and whatever it
+        raises is raised where that step's real failure would be. See
+        ``dotrio.storage._failure`` for the steps. None (the default) disables it."""
+        return self._fault_hook
+
+    @fault_hook.setter
+    def fault_hook(self, hook: FaultHook | None) -> None:
+        if hook is not None and not callable(hook):
+            raise TypeError(f"fault_hook must be callable(step, path) or None, got {type(hook).__name__}")
+        self._fault_hook = hook
+        if self._pool is not None:
+            self._pool.fault_hook = hook
 
     def path_for(self, namespace: str, object_id: str) -> str:
         if self._root is None:
@@ -86,6 +107,8 @@ class StorageBackend:
         if self._pool is None:
             conn = self._memory.get(path)
             if conn is None and create:
+                if self._fault_hook is not None:
+                    self._fault_hook("open", path)
                 conn = apsw.Connection(":memory:")
                 configure_connection(conn, self.durability, in_memory=True)
                 self._memory[path] = conn
@@ -98,6 +121,8 @@ class StorageBackend:
         """Make ``path``'s directory (before a worker thread creates the file)."""
         parent = os.path.dirname(path)
         if parent not in self._made_dirs:
+            if self._fault_hook is not None:
+                self._fault_hook("mkdir", path)
             os.makedirs(parent, exist_ok=True)
             self._made_dirs.add(parent)
 

@@ -269,14 +269,20 @@ def wake_time(path: str) -> int | None:
 
 def check_object(path: str) -> tuple[str | None, int | None]:
     """``PRAGMA quick_check`` of an object database, then its wake time:
-    ``(None, wake)`` if it is sound, ``(what is wrong, None)`` if not."""
+    ``(None, wake)`` if it is sound, ``(what is wrong, None)`` if not (one line)."""
+    problem, wake = _check_object(path)
+    return (None if problem is None else " ".join(problem.split())), wake
+
+
+def _check_object(path: str) -> tuple[str | None, int | None]:
     try:
         conn = open_existing(path)
     except apsw.Error as exc:
         return f"cannot be opened: {exc}", None
     try:
-        rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
+        rows = [line for r in conn.execute("PRAGMA quick_check") for line in str(r[0]).splitlines() if line]
         if rows != ["ok"]:
+            rows = [r for r in rows if not r.startswith("*** in database")]
             return "; ".join(rows[:5]) + (f" (and {len(rows) - 5} more)" if len(rows) > 5 else ""), None
         return None, _wake_time(conn)
     except CORRUPTION_ERRORS as exc:

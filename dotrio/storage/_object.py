@@ -29,7 +29,9 @@ import trio
 
 from .._kernels.codec import decode, encode
 from .._kernels.coalesce import MAX_KEY_BYTES, MAX_VALUE_BYTES, MISSING, READY, Coalescer, check_key
+from .._context import request_deadline
 from .._errors import StorageError
+from ._failure import is_environment_failure, storage_failure
 from ._schedules import ScheduleTable
 from ._sql import SqlCursor, SqlInterrupted, SqlStorage, run_user_sql
 from ._trio_shim import cancel_for_passed_deadline
@@ -83,7 +85,7 @@ class GateHolder(Protocol):
 
     def storage_dirty(self) -> None: ...
 
-    def reset(self, reason: str) -> None: ...
+    def reset(self, reason: str, cause: BaseException | None = None) -> None: ...
 
 
 def encode_value(value: object) -> bytes:
@@ -108,16 +110,32 @@ def _successor(prefix: str) -> str | None:
     return None
 
 
+# Alarm times are stored as SQLite integers: signed 64-bit milliseconds.
+_MS_MIN = -(2**63)
+_MS_MAX = 2**63 - 1
+
+
 def alarm_ms(when: object) -> int:
     """Epoch milliseconds from an int/float or an aware datetime."""
     if isinstance(when, bool):
         raise TypeError("set_alarm() takes epoch milliseconds (int or float) or an aware datetime, got bool")
     if isinstance(when, int):
-        return when
-    if isinstance(when, float):
+        ms = when
+    elif isinstance(when, float):
         if when != when or when in (float("inf"), float("-inf")):
             raise ValueError(f"set_alarm() time must be finite, got {when!r}")
-        return int(round(when))
+        ms = int(round(when))
+    else:
+        ms = _datetime_ms(when)
+    if not _MS_MIN <= ms <= _MS_MAX:
+        raise ValueError(
+            f"set_alarm() time {when!r} is outside the range of epoch milliseconds that can be stored "
+            "(a signed 64-bit integer, -2**63 .. 2**63-1)"
+        )
+    return ms
+
+
+def _datetime_ms(when: object) -> int:
     if isinstance(when, _dt.datetime):
         if when.tzinfo is None or when.utcoffset() is None:
             raise ValueError("set_alarm() got a naive datetime; pass an aware one (e.g. tzinfo=timezone.utc)")
@@ -217,7 +235,21 @@ class ObjectStorage:
             return conn
         if self._absent and not create:
             return None
-        conn = self._backend.connect(self._path, create, self._on_pool_close)
+        try:
+            conn = self._backend.connect(self._path, create, self._on_pool_close)
+        except Exception as exc:
+            if not create:
+                # A failed read changes nothing: the caller gets the
+                # StorageError (a handler that lets it escape answers 500, or
+                # 503 "storage full"); the object need not reset.
+                err = storage_failure(
+                    f"object {self._namespace}/{self._object_id}: could not open its database", exc, self._path
+                )
+            else:
+                err = self._failed("could not open (or create) its database", exc)
+            if err is exc:
+                raise
+            raise err from exc
         self._conn = conn
         self._absent = conn is None
         return conn
@@ -277,6 +309,18 @@ class ObjectStorage:
     def reload_alarm(self) -> None:
         """Forget the alarm view: the next read goes to the database."""
         self._alarm_cached = _UNSET
+
+    def _failed(self, what: str, exc: BaseException) -> StorageError:
+        """A storage step failed through no fault of the caller (disk full, I/O
+        error, anything the OS or SQLite raised): roll back, reset the object
+        (which logs it once) and return the StorageError to raise."""
+        err = storage_failure(f"object {self._namespace}/{self._object_id}: {what}", exc, self._path)
+        gate = self._gate
+        if gate is not None:
+            gate.reset(str(err), err)
+        else:
+            self.rollback()
+        return err
 
     def _pin(self) -> None:
         if not self._pinned:
@@ -379,16 +423,19 @@ class ObjectStorage:
             if alarm is not _UNSET and self.alarm_listener is not None:
                 self.alarm_listener.before_alarm_commit(alarm)
             puts, dels = co.take()
+            hook = self._backend.fault_hook
+            if hook is not None:
+                hook("commit", self._path)
             if alarm is _UNSET and not dels and len(puts) == 1 and not self._txn_open:
                 # The common turn: one put, its own autocommit transaction.
                 conn.execute(_PUT, puts[0])
             else:
                 self._write_batch(conn, puts, dels, alarm)
         except BaseException as e:
-            self.rollback()
-            if isinstance(e, apsw.Error):
-                raise StorageError(f"commit failed, the batch was rolled back: {e}") from e
-            raise
+            self._rollback_failed(e)
+            if isinstance(e, StorageError) or not isinstance(e, Exception):
+                raise
+            raise self._commit_error(e) from e
         co.settle()
         self._dirty = False
         if self._pinned:
@@ -427,10 +474,10 @@ class ObjectStorage:
             if conn is None:
                 self._backend.prepare_create(self._path)
         except BaseException as e:
-            self.rollback()
-            if isinstance(e, apsw.Error):
-                raise StorageError(f"commit failed, the batch was rolled back: {e}") from e
-            raise
+            self._rollback_failed(e)
+            if isinstance(e, StorageError) or not isinstance(e, Exception):
+                raise
+            raise self._commit_error(e) from e
         puts, dels = co.take()
         self._alarm_pending = _UNSET
         self._dirty = False
@@ -466,10 +513,10 @@ class ObjectStorage:
         if failure is not None:
             # The thread rolled the database back. Everything uncommitted goes;
             # the runtime resets the object.
-            self.rollback(lost=True)
-            if isinstance(failure, apsw.Error):
-                raise StorageError(f"commit failed, the batch was rolled back: {failure}") from failure
-            raise failure
+            self._rollback_failed(failure, lost=True)
+            if isinstance(failure, StorageError) or not isinstance(failure, Exception):
+                raise failure
+            raise self._commit_error(failure) from failure
         co.settle()
         if not self._txn_open:
             self._unpin()
@@ -480,6 +527,28 @@ class ObjectStorage:
         if self._dirty and gate is not None:
             # Writes made while this batch was in flight: their flush was skipped.
             gate.storage_dirty()
+
+    def _rollback_failed(self, failure: BaseException, lost: bool = False) -> None:
+        """Roll back after a failed commit; a failure of the rollback itself
+        (the connection is then discarded) must not hide the first one."""
+        try:
+            self.rollback(lost)
+        except Exception:
+            try:
+                self._backend.discard(self._path)
+            except Exception:
+                pass
+            self._conn = None
+            self._txn_open = False
+            self._unpin()
+
+    def _commit_error(self, exc: Exception) -> StorageError:
+        """The StorageError a failed commit raises: it names the cause first
+        (``storage full: ...``) when the OS or SQLite's files failed."""
+        what = f"object {self._namespace}/{self._object_id}: commit failed, the batch was rolled back"
+        if isinstance(exc, apsw.Error) and not is_environment_failure(exc):
+            return StorageError(f"{what}: {exc}")
+        return storage_failure(what, exc, self._path)
 
     # Set by the commit thread once it runs: from then on the thread releases the lock.
     _thread_started = False
@@ -501,6 +570,9 @@ class ObjectStorage:
                 conn = self._backend.open_unpooled(self._path)
                 self._conn = conn
                 self._absent = False
+            hook = self._backend.fault_hook
+            if hook is not None:
+                hook("commit", self._path)
             self._write_batch(conn, puts, dels, alarm)
         except BaseException:
             try:
@@ -674,8 +746,11 @@ class ObjectStorage:
         """Entries in key order (``end`` exclusive), optionally reversed and limited."""
         if start is not None and start_after is not None:
             raise ValueError("list() takes start or start_after, not both")
-        if limit is not None and (type(limit) is not int or limit <= 0):
-            raise ValueError(f"list() limit must be a positive int, got {limit!r}")
+        if limit is not None:
+            if type(limit) is not int:
+                raise TypeError(f"list() limit must be a positive int or None, got {type(limit).__name__} {limit!r}")
+            if limit <= 0:
+                raise ValueError(f"list() limit must be a positive int or None, got {limit!r}")
         if type(reverse) is not bool:
             raise TypeError(f"list() reverse must be bool, got {type(reverse).__name__}")
         # The range as one lower bound (inclusive or not) and one exclusive upper bound.
@@ -762,6 +837,8 @@ class ObjectStorage:
     async def transaction(self, fn: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run ``fn(txn)`` atomically: an exception (or ``txn.rollback()``) undoes
         its writes. No other event is delivered while it runs."""
+        if not callable(fn):
+            raise TypeError(f"transaction() takes an async function fn(txn), got {type(fn).__name__}")
         lock = self._txn_lock
         if lock is None:
             lock = self._txn_lock = trio.Lock()
@@ -812,6 +889,8 @@ class ObjectStorage:
 
     def transaction_sync(self, fn: Callable[[], T]) -> T:
         """Run the sync ``fn()`` (SQL work) atomically: raising rolls it back."""
+        if not callable(fn):
+            raise TypeError(f"transaction_sync() takes a sync function fn(), got {type(fn).__name__}")
         if inspect.iscoroutinefunction(fn):
             raise TypeError("transaction_sync() takes a sync function; use transaction() for async code")
         conn = self._connection(True)
@@ -859,7 +938,9 @@ class ObjectStorage:
         # A deadline of the calling task interrupts the statement (apsw's progress
         # handler), rolling it back. A cancel can only come from a deadline
         # here: nothing else runs while this sync call does.
-        deadline = trio.current_effective_deadline()
+        # So does the deadline of the request the handler serves, which reaches
+        # here without a cancel scope (see the runtime's _drive_until).
+        deadline = min(trio.current_effective_deadline(), request_deadline.get())
         opened = not self._txn_open
         self._begin(conn)
         wrote_before = not opened and conn.txn_state("main") == apsw.SQLITE_TXN_WRITE
@@ -885,6 +966,15 @@ class ObjectStorage:
                     if self._gate is not None:
                         self._gate.reset("sql.exec() interrupted by a deadline rolled back this turn's SQL writes")
                 raise _deadline_cancelled() from None
+            cause = exc.__cause__ if isinstance(exc, StorageError) else exc
+            if isinstance(exc, Exception) and cause is not None and is_environment_failure(cause):
+                # The disk or SQLite's files failed (SQLite may have rolled the
+                # whole transaction back): the object resets.
+                raise self._failed("sql.exec() failed", cause) from cause
+            if wrote_before and not self._txn_open and self._gate is not None:
+                # SQLite rolled back the whole transaction, this turn's earlier
+                # SQL writes with it: like a failed commit, the object resets.
+                self._gate.reset(f"sql.exec() failed and SQLite rolled back this turn's SQL writes: {exc}", exc)
             raise
         if multi:
             conn.execute("RELEASE _dotrio_exec")

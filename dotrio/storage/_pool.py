@@ -27,14 +27,19 @@ connection takes ~320 µs on the same files.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import apsw
 
 from .._errors import StorageError
+
+if TYPE_CHECKING:
+    from ._failure import FaultHook
 
 __all__ = [
     "CACHE_PAGES",
@@ -72,6 +77,8 @@ PAGE_SIZE = 2048
 # Memory-mapped I/O maps each file into the address space (RSS per connection);
 # apsw's SQLite is built with it off, so the PRAGMA is only sent if not.
 _MMAP_OFF = "" if "DEFAULT_MMAP_SIZE=0" in apsw.compile_options else "PRAGMA mmap_size=0; "
+
+log = logging.getLogger("dotrio.storage")
 
 _ONE = ctypes.c_int(1)
 _PERSIST_WAL_ARG = ctypes.addressof(_ONE)
@@ -166,6 +173,8 @@ class ConnectionPool:
         # path -> callback that tells the owner its connection was closed
         self._owners: dict[str, Callable[[], None]] = {}
         self._pinned: set[str] = set()
+        # The test-facing fault hook (see ``_failure``); the backend sets it.
+        self.fault_hook: FaultHook | None = None
         self._opens = 0
         self._closes = 0
         self._hits = 0
@@ -192,6 +201,9 @@ class ConnectionPool:
         # NOMUTEX: a connection is used by one thread at a time (the Trio thread,
         # or a "power" commit thread while the object's gate is held).
         flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOMUTEX
+        hook = self.fault_hook
+        if hook is not None:
+            hook("open", path)
         if create:
             flags |= apsw.SQLITE_OPEN_CREATE
         try:
@@ -208,6 +220,8 @@ class ConnectionPool:
         except BaseException:
             conn.close()
             raise
+        if hook is not None:
+            conn.set_wal_hook(_CheckpointFault(hook, path))
         return conn
 
     def corrupt(self, path: str, exc: BaseException) -> StorageError:
@@ -249,7 +263,7 @@ class ConnectionPool:
         self._pinned.discard(path)
         owner = self._owners.pop(path, None)
         if conn is not None:
-            self._close(conn)
+            self._close(path, conn)
         if owner is not None:
             owner()
 
@@ -266,24 +280,34 @@ class ConnectionPool:
                 continue
             conn = od.pop(path)
             owner = self._owners.pop(path, None)
-            self._close(conn)
+            self._close(path, conn)
             if owner is not None:
                 owner()
 
-    def _close(self, conn: apsw.Connection) -> None:
+    def _close(self, path: str, conn: apsw.Connection) -> None:
+        """Close ``conn``; never raises. A connection that fails to close cleanly
+        has nothing uncommitted (pinned ones are never closed here, and the
+        caller's connection is dropped either way); SQLite recovers the WAL on
+        the next open. The failure is logged once, naming the object."""
         self._closes += 1
         try:
+            hook = self.fault_hook
+            if hook is not None:
+                hook("close", path)
             conn.close()
-        except apsw.Error:
-            # A connection that fails to close cleanly has nothing uncommitted (pinned
-            # ones are never closed here); SQLite recovers the WAL on the next open.
-            pass
+        except Exception as exc:
+            log.error("closing the database of object %s failed (nothing uncommitted was in it): %s: %s",
+                      object_label(path), type(exc).__name__, exc)
+            try:
+                conn.close()  # after a hook's failure: still close it
+            except Exception:
+                pass
 
     def close_all(self) -> None:
         for path in list(self._open):
             conn = self._open.pop(path)
             owner = self._owners.pop(path, None)
-            self._close(conn)
+            self._close(path, conn)
             if owner is not None:
                 owner()
         self._pinned.clear()
@@ -298,3 +322,22 @@ class ConnectionPool:
             hits=self._hits,
             corrupt_objects=len(self._corrupt),
         )
+
+
+
+class _CheckpointFault:
+    """A WAL hook (installed only while a fault hook is set): the fault hook's
+    ``"checkpoint"`` step after each commit, then SQLite's own automatic
+    checkpoint, which a WAL hook replaces."""
+
+    __slots__ = ("hook", "path")
+
+    def __init__(self, hook: FaultHook, path: str) -> None:
+        self.hook = hook
+        self.path = path
+
+    def __call__(self, conn: apsw.Connection, dbname: str, pages: int) -> int:
+        self.hook("checkpoint", self.path)
+        if pages >= 1000:  # SQLite's default wal_autocheckpoint
+            conn.wal_checkpoint(dbname)
+        return apsw.SQLITE_OK

@@ -29,9 +29,33 @@ PROGRESS_STEPS = 4000
 DEFAULT_MAX_SQL_RESULT_ROWS = 100_000
 
 _BINDABLE = (type(None), int, float, str, bytes)
+# SQLite integers are signed 64-bit.
+_INT_MIN = -(2**63)
+_INT_MAX = 2**63 - 1
 
-# PRAGMAs that only read schema information; every other PRAGMA is refused.
+# The PRAGMAs sql.exec allows (docs/concepts/storage.md lists them); every
+# other PRAGMA, and any of these given a value to set, is refused.
+# Read without an argument:
 _READ_PRAGMAS = frozenset(
+    {
+        "collation_list",
+        "function_list",
+        "pragma_list",
+        "page_count",
+        "page_size",
+        "freelist_count",
+        "data_version",
+        "user_version",
+        "application_id",
+        "encoding",
+        "compile_options",
+        "foreign_keys",
+        "defer_foreign_keys",
+        "optimize",
+    }
+)
+# Read, optionally with a table or index name (or a row limit) as argument:
+_NAMED_READ_PRAGMAS = frozenset(
     {
         "table_info",
         "table_xinfo",
@@ -41,21 +65,13 @@ _READ_PRAGMAS = frozenset(
         "index_list",
         "foreign_key_list",
         "foreign_key_check",
-        "collation_list",
-        "function_list",
-        "pragma_list",
         "quick_check",
         "integrity_check",
-        "page_count",
-        "page_size",
-        "freelist_count",
-        "data_version",
-        "user_version",
-        "application_id",
-        "encoding",
-        "compile_options",
     }
 )
+# Set as well as read: ``defer_foreign_keys`` (migration tools set it inside a
+# transaction; SQLite turns it off again at the commit).
+_WRITE_PRAGMAS = frozenset({"defer_foreign_keys"})
 
 
 class SqlInterrupted(StorageError):
@@ -129,10 +145,13 @@ class SqlCursor:
 class _Authorizer:
     """Records why a statement was refused, so the error can say it."""
 
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "optimizing")
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        # PRAGMA optimize runs ANALYZE on the tables that need it, the
+        # runtime's own included: reading their statistics is harmless.
+        self.optimizing = False
 
     def __call__(self, action: int, p1: str | None, p2: str | None, dbname: str | None, trigger: str | None) -> int:
         if action == apsw.SQLITE_TRANSACTION:
@@ -149,12 +168,20 @@ class _Authorizer:
             return apsw.SQLITE_DENY
         if action == apsw.SQLITE_PRAGMA:
             name = (p1 or "").lower()
-            if name in _READ_PRAGMAS and (p2 is None or name in ("table_info", "table_xinfo", "index_info",
-                                                                  "index_xinfo", "index_list", "foreign_key_list",
-                                                                  "foreign_key_check", "table_list")):
+            if name in _NAMED_READ_PRAGMAS or name in _WRITE_PRAGMAS or (name in _READ_PRAGMAS and p2 is None):
+                if name == "optimize":
+                    self.optimizing = True
                 return apsw.SQLITE_OK
-            self.reason = f"PRAGMA {name} is not allowed in sql.exec (only schema-reading PRAGMAs are)"
+            if name in _READ_PRAGMAS:
+                self.reason = f"PRAGMA {name} may be read in sql.exec but not set (got {name}={p2})"
+            else:
+                self.reason = (
+                    f"PRAGMA {name} is not allowed in sql.exec (allowed: schema-reading PRAGMAs, "
+                    "foreign_keys, quick_check, optimize, defer_foreign_keys; see docs/concepts/storage.md)"
+                )
             return apsw.SQLITE_DENY
+        if action == apsw.SQLITE_ANALYZE and self.optimizing:
+            return apsw.SQLITE_OK
         for name in (p1, p2):
             if name is not None and name[:8].lower() == "_dotrio_":
                 self.reason = f"{name!r}: tables whose names start with _dotrio_ belong to the runtime"
@@ -196,6 +223,11 @@ class SqlStorage:
                 raise TypeError(
                     f"sql.exec() binding {i + 1} has unsupported type {type(b).__name__}; "
                     "expected None, int, float, str or bytes"
+                )
+            if type(b) is int and not _INT_MIN <= b <= _INT_MAX:
+                raise TypeError(
+                    f"sql.exec() binding {i + 1} is an int outside SQLite's 64-bit integer range "
+                    f"(-2**63 .. 2**63-1): {b}; bind it as str or bytes (or a float, losing precision)"
                 )
         return self._storage.exec_user_sql(query, bindings)
 

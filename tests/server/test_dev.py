@@ -156,3 +156,44 @@ async def test_dev_waits_for_a_fix_when_the_first_load_fails(project: tuple[Path
         assert dev.proc.wait(30) == 0, dev.log()
     finally:
         dev.kill()
+
+
+def test_dev_without_watchfiles_says_which_extra_to_install(project: tuple[Path, str]) -> None:
+    root, _ = project
+    code = (
+        "import sys\n"
+        "from importlib.abc import MetaPathFinder\n"
+        "class Block(MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'watchfiles':\n"
+        "            raise ImportError('not installed')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from dotrio.server._cli import main\n"
+        "main(['dev'], prog_name='dotrio')\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert "dotrio dev needs the watchfiles package: pip install 'dotrio[dev]'" in done.stderr
+
+
+def test_describe_shows_the_worker_entry_and_its_docstring(tmp_path: Path) -> None:
+    from dotrio._config import load_config
+    from dotrio.server._dev import describe
+
+    mod = "devworker_" + uuid.uuid4().hex[:10]
+    (tmp_path / f"{mod}.py").write_text(APP.replace("VERSION", "v1") + (
+        "\nclass Worker(dotrio.WorkerEntrypoint):\n"
+        '    """Routes:\n\n    GET /hello   a greeting\n    GET /c/<name>  a counter\n    """\n'
+        "    async def fetch(self, request):\n        return dotrio.Response('w')\n"
+    ))
+    (tmp_path / "dotrio.toml").write_text(f'main = "{mod}:Worker"\ndata_dir = ":memory:"\n'
+                                          + CONFIG.replace("MOD", mod).replace('name = "devtest"\n', ""))
+    lines = describe(load_config(tmp_path / "dotrio.toml", environ={}), "http://127.0.0.1:9")
+    text = "\n".join(lines)
+    assert f"worker:   {mod}.Worker (main = '{mod}:Worker') receives every request" in text
+    assert "GET /hello   a greeting" in text and "GET /c/<name>  a counter" in text
+    assert f"bindings: C -> {mod}.Counter (on self.env)" in text
+    assert "every reload starts with empty storage" in text
