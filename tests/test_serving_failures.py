@@ -50,7 +50,7 @@ class Store(dotrio.DurableObject):
 
     async def background(self) -> str:
         async def fail() -> None:
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             raise KeyError("from a wait_until task")
 
         self.ctx.wait_until(fail())

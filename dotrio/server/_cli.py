@@ -18,8 +18,8 @@ from typing import Any, NoReturn
 
 import click
 
-from .._config import CONFIG_NAMES, Config, find_config, load_config
 from .. import __version__
+from .._config import CONFIG_NAMES, Config, find_config, load_config
 from .._errors import ConfigError, DataDirError
 
 __all__ = ["main"]
@@ -91,7 +91,11 @@ _CONFIG_ARG = click.argument("config", required=False, type=click.Path(dir_okay=
 def serve(config: str | None, host: str | None, port: int | None, server: str | None,
           max_request_body: int | None, log_level: str, access_log: bool | None,
           shutdown_grace: float | None, certfile: str | None, keyfile: str | None, data_dir: str | None) -> None:
-    """Serve CONFIG (default: the first of ./dotrio.toml, ./wrangler.jsonc, ./wrangler.json, ./wrangler.toml) until SIGTERM/SIGINT."""
+    """Serve CONFIG until SIGTERM/SIGINT.
+
+    CONFIG defaults to the first of ./dotrio.toml, ./wrangler.jsonc,
+    ./wrangler.json and ./wrangler.toml.
+    """
     if (certfile is None) != (keyfile is None):
         raise click.UsageError("--certfile and --keyfile go together")
     cfg = _load(config)

@@ -17,8 +17,9 @@ change:
    the same data dir, so every object keeps its data (a ``":memory:"`` data
    dir starts empty again).
 
-Hibernated WebSockets are not carried across a restart: their handler
-classes are the code being replaced, so they are closed like live ones.
+Hibernated WebSockets are not carried across a restart: they are closed
+like live ones, as a deploy of new code closes them on Cloudflare, and
+clients reconnect to the new code.
 """
 
 from __future__ import annotations

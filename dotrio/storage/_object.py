@@ -239,7 +239,9 @@ class ObjectStorage:
                 # A failed read changes nothing: the caller gets the
                 # StorageError (a handler that lets it escape answers 500, or
                 # 503 "storage full"); the object need not reset.
-                err = storage_failure(f"object {self._namespace}/{self._object_id}: could not open its database", exc)
+                err = storage_failure(
+                    f"object {self._namespace}/{self._object_id}: could not open its database", exc, self._path
+                )
             else:
                 err = self._failed("could not open (or create) its database", exc)
             if err is exc:
@@ -253,7 +255,7 @@ class ObjectStorage:
         """A storage step failed through no fault of the caller (disk full, I/O
         error, anything the OS or SQLite raised): roll back, reset the object
         (which logs it once) and return the StorageError to raise."""
-        err = storage_failure(f"object {self._namespace}/{self._object_id}: {what}", exc)
+        err = storage_failure(f"object {self._namespace}/{self._object_id}: {what}", exc, self._path)
         gate = self._gate
         if gate is not None:
             gate.reset(str(err), err)
@@ -487,7 +489,7 @@ class ObjectStorage:
         what = f"object {self._namespace}/{self._object_id}: commit failed, the batch was rolled back"
         if isinstance(exc, apsw.Error) and not is_environment_failure(exc):
             return StorageError(f"{what}: {exc}")
-        return storage_failure(what, exc)
+        return storage_failure(what, exc, self._path)
 
     # Set by the commit thread once it runs: from then on the thread releases the lock.
     _thread_started = False
