@@ -815,7 +815,18 @@ class AlarmManager:
         lis = storage.alarm_listener if storage is not None else None
         if not isinstance(lis, _ObjectAlarms):
             return
-        when = self._wake_time(lis)
+        try:
+            when = self._wake_time(lis)
+        except StorageError as exc:
+            # The object's database cannot be read now (a failing disk): what
+            # was due stays due. Look again after a back-off, never forget it.
+            log.warning("could not read the alarm of %s/%s after a wake (%s); trying again later",
+                        *self._actor_key(key), exc)
+            if key not in self._wake_failures:
+                assert self._clock is not None
+                not_before = self._clock.now_ms() + int(round(retry_delay(1, self.rng) * 1000))
+                self._wake_failures[key] = (1, not_before)
+            when = self._wake_failures[key][1]
         backoff = self._wake_failures.get(key)
         if when is not None and backoff is not None and when < backoff[1]:
             when = backoff[1]
