@@ -26,7 +26,7 @@ class Probe(dotrio.DurableObject):
         dirty_before = s.dirty
         await trio.sleep(0)  # a non-storage await: the write commits before it suspends
         # ("power": the commit has been handed to a task, which may not have run yet)
-        return dirty_before, s.dirty, s.committing or self.ctx._actor._commit_started
+        return dirty_before, s.dirty, s.committing or self.ctx._host._commit_started
 
     async def storage_only(self) -> int:
         s = self.ctx.storage

@@ -1,7 +1,8 @@
 """Per-object SQLite storage: KV and SQL APIs in one transaction."""
 
 from ._backend import BackendStatistics, StorageBackend
-from ._object import MAX_KEY_BYTES, MAX_VALUE_BYTES, ObjectStorage, Transaction
+from ._object import MAX_KEY_BYTES, MAX_VALUE_BYTES, ObjectStorage, Transaction, encode_value
+from ._schedules import ScheduleRow, ScheduleTable
 from ._sql import DEFAULT_MAX_SQL_RESULT_ROWS, SqlCursor, SqlStorage
 
 __all__ = [
@@ -13,5 +14,8 @@ __all__ = [
     "SqlStorage",
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
+    "ScheduleRow",
+    "ScheduleTable",
+    "encode_value",
     "DEFAULT_MAX_SQL_RESULT_ROWS",
 ]

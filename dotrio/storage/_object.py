@@ -32,6 +32,7 @@ from .._kernels.coalesce import MAX_KEY_BYTES, MAX_VALUE_BYTES, MISSING, READY, 
 from .._context import request_deadline
 from .._errors import StorageError
 from ._failure import is_environment_failure, storage_failure
+from ._schedules import ScheduleTable
 from ._sql import SqlCursor, SqlInterrupted, SqlStorage, run_user_sql
 from ._trio_shim import cancel_for_passed_deadline
 
@@ -180,6 +181,8 @@ class ObjectStorage:
         self._gate: GateHolder | None = None
         self.alarm_listener: AlarmListener | None = None
         self.sql = SqlStorage(self)
+        self.schedules = ScheduleTable(self)
+        """The scheduler's rows in this object's database (the alarm manager's)."""
         # "power" commits run in a worker thread (in-memory databases have no
         # fsync to overlap: they commit inline).
         self._power = backend.durability == "power" and backend.data_dir is not None
@@ -250,6 +253,62 @@ class ObjectStorage:
         self._conn = conn
         self._absent = conn is None
         return conn
+
+    # ---- the engine interface of the storage subsystem (schedules, alarms) ------
+
+    def attach_gate(self, gate: GateHolder) -> None:
+        """The actor that holds this object's input gate and asks for flushes."""
+        self._gate = gate
+
+    @property
+    def pending_writes(self) -> bool:
+        """Writes were made since the last commit started (a commit in flight
+        does not count, unlike ``dirty``)."""
+        return self._dirty
+
+    def read_connection(self) -> apsw.Connection | None:
+        """The object's connection, or None while its database does not exist."""
+        return self._connection(False)
+
+    def write_connection(self) -> tuple[apsw.Connection, bool]:
+        """The object's connection inside its open write transaction (creating
+        the database if needed), and whether this call opened the transaction."""
+        conn = self._connection(True)
+        assert conn is not None
+        opened = not self._txn_open
+        self._begin(conn)
+        return conn, opened
+
+    def end_if_clean(self, conn: apsw.Connection, opened: bool) -> None:
+        """Close a transaction opened only to read (see ``write_connection``)."""
+        self._end_if_clean(conn, opened)
+
+    def mark_dirty(self) -> None:
+        """Writes were made on the connection: commit them with the turn."""
+        self._mark_dirty()
+
+    def database_size(self) -> int:
+        """The database's size in bytes (``sql.database_size``)."""
+        return self._database_size()
+
+    def exec_user_sql(self, query: str, bindings: tuple[Any, ...]) -> SqlCursor:
+        """Run user SQL in the object's write transaction (``sql.exec``)."""
+        return self._exec_user_sql(query, bindings)
+
+    def pending_alarm_ms(self) -> int | None:
+        """The alarm time a pending ``set_alarm`` will commit (None if no
+        set_alarm is pending, or a delete is)."""
+        ms = self._alarm_pending
+        return None if ms is _UNSET else ms
+
+    def set_alarm_view(self, value: int | None) -> None:
+        """What ``get_alarm()`` answers until the next commit: the alarm system
+        hides the firing alarm (None) while ``alarm()`` runs."""
+        self._alarm_cached = value
+
+    def reload_alarm(self) -> None:
+        """Forget the alarm view: the next read goes to the database."""
+        self._alarm_cached = _UNSET
 
     def _failed(self, what: str, exc: BaseException) -> StorageError:
         """A storage step failed through no fault of the caller (disk full, I/O
@@ -547,6 +606,7 @@ class ObjectStorage:
         if in_txn or lost:
             self._txn_open = False
             co.clear_cache()  # the database goes back to what was committed
+            self.schedules.forget()  # a rolled-back turn may have created the table
             if conn is not None:
                 try:
                     if conn.in_transaction:
@@ -957,9 +1017,6 @@ class ObjectStorage:
         self._alarm_pending = None
         self._mark_dirty()
 
-    def _set_alarm_view(self, value: Any) -> None:
-        """The alarm system hides the firing alarm from get_alarm() while alarm() runs."""
-        self._alarm_cached = value
 
 
 class Transaction:
