@@ -162,11 +162,14 @@ def first_run(
     if repeat is not None:
         if cron is not None:
             raise ValueError("schedule(): a cron schedule repeats by itself; repeat= is for delays and datetimes")
-        if isinstance(repeat, bool) or not isinstance(repeat, (int, float)) or not math.isfinite(repeat):
-            raise ValueError(f"schedule() repeat must be a positive number of seconds, got {repeat!r}")
-        if repeat <= 0:
+        if isinstance(repeat, bool) or not isinstance(repeat, (int, float)):
+            raise TypeError(f"schedule() repeat must be a positive number of seconds, got {type(repeat).__name__}")
+        if not math.isfinite(repeat) or repeat <= 0:
             raise ValueError(f"schedule() repeat must be a positive number of seconds, got {repeat!r}")
         interval_ms = max(1, int(round(repeat * 1000)))
+        if interval_ms > INT64_MAX:
+            # Stored as an SQLite integer (signed 64-bit milliseconds).
+            raise ValueError(f"schedule() repeat must be at most {INT64_MAX // 1000} seconds, got {repeat!r}")
     return clamp_ms(first), cron, interval_ms
 
 
