@@ -83,7 +83,7 @@ class ObjectHost(Protocol):
     def id(self) -> DurableObjectId: ...
 
     @property
-    def storage(self) -> ObjectStorage: ...
+    def user_storage(self) -> ObjectStorage: ...
 
     def abort(self, reason: str | None) -> None: ...
 
@@ -131,7 +131,7 @@ class DurableObjectState:
         self._host = host
         self.id: DurableObjectId = host.id
         """The object's id."""
-        self.storage: ObjectStorage = host.storage
+        self.storage: ObjectStorage = host.user_storage
         """The object's storage (KV, SQL and the alarm)."""
 
     def abort(self, reason: str | None = None) -> None:

@@ -119,7 +119,7 @@ def test_first_run_of_each_kind_of_when() -> None:
         ("* * * * *", {"tz": "Mars/Olympus"}, ValueError, "not a known time zone"),
         ("* * * * *", {"repeat": 5}, ValueError, "repeats by itself"),
         (5, {"repeat": 0}, ValueError, "positive number"),
-        (5, {"repeat": True}, ValueError, "positive number"),
+        (5, {"repeat": True}, TypeError, "positive number"),
         (5, {"missed": "sometimes"}, ValueError, "missed must be one of"),
     ],
 )

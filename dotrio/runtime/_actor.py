@@ -36,7 +36,7 @@ from .._context import current_actor, request_deadline
 from .._errors import ObjectResetError, OverloadedError, StorageError
 from .._ids import DurableObjectId
 from .._object import DurableObjectState, Env
-from ..storage import ObjectStorage
+from ..storage import ObjectStorage, StorageEngine
 
 if TYPE_CHECKING:
     from .._clock import RuntimeClock
@@ -191,7 +191,8 @@ class Actor:
         self.namespace = namespace
         self.id = oid
         self.key: ActorKey = (namespace.name, str(oid))
-        self.storage = ObjectStorage(runtime.backend, namespace.name, str(oid))
+        self.storage = StorageEngine(runtime.backend, namespace.name, str(oid))
+        self.user_storage = ObjectStorage(self.storage)
         self.storage.attach_gate(self)
         runtime.alarms.attach(self)
         self.instance: Any = None

@@ -1,7 +1,8 @@
 """Per-object SQLite storage: KV and SQL APIs in one transaction."""
 
 from ._backend import BackendStatistics, StorageBackend
-from ._object import MAX_KEY_BYTES, MAX_VALUE_BYTES, ObjectStorage, Transaction, encode_value
+from ._api import ObjectStorage
+from ._object import MAX_KEY_BYTES, MAX_VALUE_BYTES, StorageEngine, Transaction, encode_value
 from ._schedules import ScheduleRow, ScheduleTable
 from ._sql import DEFAULT_MAX_SQL_RESULT_ROWS, SqlCursor, SqlStorage
 
@@ -9,6 +10,7 @@ __all__ = [
     "BackendStatistics",
     "StorageBackend",
     "ObjectStorage",
+    "StorageEngine",
     "Transaction",
     "SqlCursor",
     "SqlStorage",

@@ -198,7 +198,8 @@ class SqlHost(Protocol):
 
 
 class SqlStorage:
-    """``ctx.storage.sql``."""
+    """``ctx.storage.sql``: SQL on the object's own SQLite database, in the
+    same transaction as its KV writes."""
 
     __slots__ = ("_storage",)
 
