@@ -195,7 +195,7 @@ class _Encoder:
                     return
                 memo[v] = len(memo)  # type: ignore[index]
             try:
-                b = v.encode()  # type: ignore[union-attr]
+                b = v.encode()  # type: ignore[attr-defined]
             except UnicodeEncodeError as e:
                 raise _Fail("str", (e.reason, e.start)) from None
             k = len(b)
@@ -216,10 +216,10 @@ class _Encoder:
                 _write_varint(out, -1 - v)  # type: ignore[operator]
             else:
                 mag = v if v >= 0 else ~v  # type: ignore[operator]
-                k = (mag.bit_length() + 8) // 8
+                k = (mag.bit_length() + 8) // 8  # type: ignore[union-attr]
                 out.append(_BIGINT)
                 _write_varint(out, k)
-                out += v.to_bytes(k, "little", signed=True)  # type: ignore[union-attr]
+                out += v.to_bytes(k, "little", signed=True)  # type: ignore[attr-defined]
         elif t is dict:
             if depth >= MAX_DEPTH:
                 raise _too_deep(self.stack, v)
@@ -231,7 +231,7 @@ class _Encoder:
                 out.append(_DICT)
                 _write_varint(out, n)
             depth += 1
-            for i, (key, item) in enumerate(v.items()):  # type: ignore[union-attr]
+            for i, (key, item) in enumerate(v.items()):  # type: ignore[attr-defined]
                 try:
                     self.value(key, depth)
                 except _Fail as f:
@@ -260,7 +260,7 @@ class _Encoder:
                 _write_varint(out, n)
                 step = "i" if t is tuple else "s"
             depth += 1
-            for i, item in enumerate(v):  # type: ignore[call-overload]
+            for i, item in enumerate(v):  # type: ignore[arg-type]
                 try:
                     self.value(item, depth)
                 except _Fail as f:
@@ -277,12 +277,12 @@ class _Encoder:
         elif t is bytes:
             out.append(_BYTES)
             _write_varint(out, len(v))  # type: ignore[arg-type]
-            out += v  # type: ignore[operator]
+            out += v  # type: ignore[arg-type]
         elif t is _datetime:
             _write_datetime(out, v)  # type: ignore[arg-type]
         elif t is _date:
             out.append(_DATE)
-            _write_varint(out, v.toordinal())  # type: ignore[union-attr]
+            _write_varint(out, v.toordinal())  # type: ignore[attr-defined]
         else:
             raise _Fail("type", t)
 
