@@ -41,7 +41,7 @@ def test_every_kernel_folder_is_listed_and_complete() -> None:
     folders = sorted(p.name for p in KERNELS_DIR.iterdir() if p.is_dir() and not p.name.startswith("__"))
     assert folders == sorted(_kernels.KERNELS) == sorted(SELECTED)
     for name in _kernels.KERNELS:
-        for part in ("__init__.py", "_pure.py", "_compiled.pyx", "_compiled.pyi"):
+        for part in ("__init__.py", "_pure.py", "_compiled.pyx", "_compiled.pxd", "_compiled.pyi"):
             assert (KERNELS_DIR / name / part).is_file(), f"{name}/{part} is missing"
 
 

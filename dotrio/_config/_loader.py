@@ -174,17 +174,42 @@ def read_dev_vars(check: Checker, path: Path) -> dict[str, str]:
                 check.fail(where, "NAME=value with NAME a Python identifier",
                            detail="there is no '='" if not eq else f"NAME is {name!r}")
             value = value.strip()
-            if value[:1] in ("'", '"'):
-                quote = value[0]
-                end = value.find(quote, 1)
+            if value[:1] == "'":
+                end = value.find("'", 1)
                 if end < 0:
-                    check.fail(where, f"a closing {quote} on the same line")
-                inner = value[1:end]
-                value = inner.encode("utf-8").decode("unicode_escape") if quote == '"' and "\\" in inner else inner
+                    check.fail(where, "a closing ' on the same line")
+                value = value[1:end]
+            elif value[:1] == '"':
+                unquoted = _double_quoted(value)
+                if unquoted is None:
+                    check.fail(where, 'a closing " on the same line')
+                value = unquoted
             else:
                 value = value.split(" #", 1)[0].rstrip()
             out[name] = value
     return out
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r"}
+
+
+def _double_quoted(text: str) -> str | None:
+    """The value of ``"..."`` at the start of ``text`` (``\\n``, ``\\t``, ``\\r``,
+    and a backslash before any other character keeps that character), or
+    None if it is not closed."""
+    out = []
+    i = 1
+    while i < len(text):
+        c = text[i]
+        if c == '"':
+            return "".join(out)
+        if c == "\\" and i + 1 < len(text):
+            i += 1
+            out.append(_ESCAPES.get(text[i], text[i]))
+        else:
+            out.append(c)
+        i += 1
+    return None
 
 
 def _env_form(value: Any) -> bool:

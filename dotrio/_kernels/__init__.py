@@ -16,7 +16,7 @@ and in each kernel folder::
     _pure.py              the pure-Python twin, where the rules are documented
     _compiled.pyx         the Cython twin (built by setup.py as <kernel>._compiled)
     _compiled.pyi         its type stub (installed with the package)
-    _compiled.pxd         its C-level interface, where other Cython code may cimport it
+    _compiled.pxd         its C-level interface (what other Cython code may cimport)
 
 The twins give the same results and raise the same errors; the tests run
 each twin test over both (``tests/twins.py``). ``kernels_status()`` says which

@@ -201,3 +201,22 @@ def test_runtime_does_not_import_the_config_layer() -> None:
 
     assert not {n for n in imported(root / "runtime") if "_config" in n}
     assert not {n for n in imported(root / "_config") if "runtime" in n}
+
+
+def test_dev_vars_syntax(tmp_path: Path, mod: str) -> None:
+    path = tmp_path / "dotrio.toml"
+    path.write_text(f'[[durable_objects.bindings]]\nname = "ROOMS"\nclass_name = "{mod}:Room"\n')
+    (tmp_path / ".dev.vars").write_text(
+        "PLAIN = a b  # comment\n"
+        "SINGLE='x # not a comment \\\\n'\n"
+        'DOUBLE="line\\nnext \\"q\\" é"\n'
+        "EQUALS=a=b=c\n"
+        "export EXPORTED=1\n"
+        "EMPTY=\n"
+        "   # indented comment\n"
+    )
+    cfg = load_config(path, environ={})
+    assert dict(cfg.vars) == {
+        "PLAIN": "a b", "SINGLE": "x # not a comment \\\\n", "DOUBLE": 'line\nnext "q" é',
+        "EQUALS": "a=b=c", "EXPORTED": "1", "EMPTY": "",
+    }

@@ -156,3 +156,24 @@ async def test_dev_waits_for_a_fix_when_the_first_load_fails(project: tuple[Path
         assert dev.proc.wait(30) == 0, dev.log()
     finally:
         dev.kill()
+
+
+def test_dev_without_watchfiles_says_which_extra_to_install(project: tuple[Path, str]) -> None:
+    root, _ = project
+    code = (
+        "import sys\n"
+        "from importlib.abc import MetaPathFinder\n"
+        "class Block(MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'watchfiles':\n"
+        "            raise ImportError('not installed')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from dotrio.server._cli import main\n"
+        "main(['dev'], prog_name='dotrio')\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert "dotrio dev needs the watchfiles package: pip install 'dotrio[dev]'" in done.stderr

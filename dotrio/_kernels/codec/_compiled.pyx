@@ -911,7 +911,7 @@ cdef inline _State _take_state():
     return st
 
 
-def encode(object value) -> bytes:
+cpdef bytes encode(object value):
     """Encode a supported value to bytes (see dotrio._kernels.codec._pure)."""
     cdef _State st = _take_state()
     try:
@@ -922,7 +922,7 @@ def encode(object value) -> bytes:
         st.reset()
 
 
-def copy(object value, object passthrough=()) -> object:
+cpdef object copy(object value, object passthrough=()):
     """A validated deep copy of a supported value (see dotrio._kernels.codec._pure)."""
     if type(passthrough) is not tuple:
         raise TypeError(
@@ -1172,7 +1172,7 @@ cdef class _Decoder:
         )
 
 
-def decode(object data) -> object:
+cpdef object decode(object data):
     """Decode what encode produced; anything else raises ValueError."""
     if type(data) is not bytes:
         try:

@@ -44,13 +44,7 @@ __all__ = ["LEVELS", "SLOTS_PER_LEVEL", "SLOT_BITS", "TimerWheel", "WheelStatist
 
 # _MAX_KEY_BYTES, _MAX_DEPTH, ... (each NAME of dotrio/_kernels/_constants.py, as _NAME)
 # are compile-time constants: setup.py passes them to Cython, so that file is their one source.
-cdef enum:
-    _NSLOTS = _LEVELS << _SLOT_BITS
-    _READY = 0xFFFE
-    _FREE = 0xFFFF
-    _MIN_CAP = 64
-    _MIN_TBITS = 6
-    _MAX_HANDLES = 0x7FFFFFFF
+# The wheel's C constants (_NSLOTS, _READY, ...) are in _compiled.pxd.
 
 SLOT_BITS = _SLOT_BITS
 SLOTS_PER_LEVEL = 1 << _SLOT_BITS
@@ -80,34 +74,7 @@ cdef class TimerWheel:
     is O(returned + levels descended + log ready).
     """
 
-    cdef int64_t _tick
-    cdef int64_t _cursor
-    cdef list _keys
-    # Per-handle rows.
-    cdef int64_t* _when
-    cdef int32_t* _next
-    cdef int32_t* _prev
-    cdef uint16_t* _loc
-    cdef Py_hash_t* _hashes
-    cdef Py_ssize_t _hwm
-    cdef Py_ssize_t _cap
-    cdef int32_t _free
-    cdef Py_ssize_t _count
-    # key -> handle table.
-    cdef int32_t* _table
-    cdef int _tbits
-    cdef Py_ssize_t _tmask
-    # Ready heap of handles.
-    cdef int32_t* _heap
-    cdef Py_ssize_t _heap_len
-    cdef Py_ssize_t _heap_cap
-    # Wheel.
-    cdef uint64_t _levels
-    cdef int32_t _heads[_NSLOTS]
-    cdef int64_t _smin[_NSLOTS]
-    cdef uint64_t _occ[_LEVELS]
-    cdef uint64_t _svalid[_LEVELS]
-    cdef Py_ssize_t _lcount[_LEVELS]
+    # Attributes and C methods are declared in _compiled.pxd.
 
     def __init__(self, now_ms: int, tick_ms: int = 1) -> None:
         cdef int64_t now = _as_ms("now_ms", now_ms)
