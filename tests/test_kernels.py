@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -159,6 +160,20 @@ def test_kernels_status_reports_a_missing_extension(monkeypatch: pytest.MonkeyPa
     finally:
         monkeypatch.undo()
         importlib.reload(package)
+
+
+def test_the_stubs_match_the_compiled_kernels(tmp_path: Path) -> None:
+    # The installed .pyi stubs are what type checkers see of the extensions:
+    # mypy's stubtest compares them with the compiled modules themselves.
+    config = tmp_path / "mypy.ini"
+    config.write_text("[mypy]\nignore_errors = True\nignore_missing_imports = True\nfollow_imports = skip\n")
+    allowlist = Path(__file__).parent / "stubtest_allowlist.txt"
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "--mypy-config-file", str(config), "--allowlist", str(allowlist),
+         "--ignore-unused-allowlist", *[f"dotrio._kernels.{name}._compiled" for name in _kernels.KERNELS]],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_one_version() -> None:

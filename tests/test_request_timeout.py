@@ -14,7 +14,7 @@ import trio.testing
 import dotrio
 from dotrio.server import Dispatcher
 from dotrio.storage import StorageBackend
-from dotrio.storage._object import ObjectStorage
+from dotrio.storage import StorageEngine
 
 # Runs for many seconds unless interrupted.
 SLOW_INSERT = (
@@ -142,7 +142,7 @@ async def test_no_request_timeout_means_no_deadline(make_runtime, autojump_clock
 async def test_sql_results_are_capped_by_max_sql_result_rows(tmp_path) -> None:
     backend = StorageBackend(tmp_path / "d", max_sql_result_rows=1000)
     try:
-        s = ObjectStorage(backend, "NS", "ab" * 32)
+        s = StorageEngine(backend, "NS", "ab" * 32)
         s.sql.exec("CREATE TABLE t(x)")
         s.sql.exec("INSERT INTO t WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000) "
                    "SELECT i FROM r")

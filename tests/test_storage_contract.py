@@ -41,7 +41,7 @@ async def rt(tmp_path: Path) -> Any:
         lambda s: s.list(prefix=3),
         lambda s: s.list(start=b"a"),
         lambda s: s.list(start_after=1),
-        lambda s: s.list(end=None or 2),
+        lambda s: s.list(end=2),
         lambda s: s.list(reverse="yes"),
         lambda s: s.get(1),
         lambda s: s.get(["a", 1]),

@@ -197,7 +197,7 @@ def _double_quoted(text: str) -> str | None:
     """The value of ``"..."`` at the start of ``text`` (``\\n``, ``\\t``, ``\\r``,
     and a backslash before any other character keeps that character), or
     None if it is not closed."""
-    out = []
+    out: list[str] = []
     i = 1
     while i < len(text):
         c = text[i]

@@ -17,8 +17,9 @@ change:
    the same data dir, so every object keeps its data (a ``":memory:"`` data
    dir starts empty again).
 
-Hibernated WebSockets are not carried across a restart: their handler
-classes are the code being replaced, so they are closed like live ones.
+Hibernated WebSockets are not carried across a restart: they are closed
+like live ones, as a deploy of new code closes them on Cloudflare, and
+clients reconnect to the new code.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._config import CONFIG_NAMES, DEV_VARS, Config, load_config
-from .._errors import ConfigError
+from .._errors import ConfigError, DataDirError
 from ._control import ServerControl
 from ._dispatch import HEALTH_PATH
 from ._serve import serve
@@ -232,5 +233,14 @@ async def dev(path: Path, *, host: str | None, port: int | None, echo: Callable[
 
 
 def run_dev(path: Path, **options: Any) -> int:
-    """The ``dotrio dev`` process entry."""
-    return trio.run(partial(dev, path, **options))
+    """The ``dotrio dev`` process entry. A failure to start (a port in use, a
+    data dir in use or damaged) is raised as itself, not as exception groups."""
+    try:
+        return trio.run(partial(dev, path, **options))
+    except BaseExceptionGroup as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if isinstance(leaf, (OSError, DataDirError)):
+            raise leaf from None
+        raise

@@ -11,14 +11,17 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import apsw
 import trio
 
 from .._kernels.coalesce import DEFAULT_CACHE_BUDGET
-from ._failure import FaultHook
 from ._pool import ConnectionPool, PoolStatistics, configure_connection
 from ._sql import DEFAULT_MAX_SQL_RESULT_ROWS
+
+if TYPE_CHECKING:
+    from ._failure import FaultHook
 
 __all__ = ["StorageBackend", "BackendStatistics", "DURABILITY_LEVELS", "DEFAULT_POOL_SIZE", "COMMIT_THREADS"]
 

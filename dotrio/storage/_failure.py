@@ -32,6 +32,7 @@ it is about; it costs one attribute check per step when unset.
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 
 import apsw
@@ -56,15 +57,38 @@ _ENVIRONMENT = (
 )
 
 
-def failure_kind(exc: BaseException) -> str:
-    """``"storage full"``, ``"storage read-only"`` or ``"storage failed"``."""
+def failure_kind(exc: BaseException, path: str | None = None) -> str:
+    """``"storage full"``, ``"storage read-only"`` or ``"storage failed"``.
+
+    SQLite reports a file it could not create as "unable to open", without the
+    errno: with the ``path`` concerned, a file system that has no free block
+    or inode left makes that "storage full" too."""
     if isinstance(exc, StorageFullError) or isinstance(exc, apsw.FullError):
         return "storage full"
     if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
         return "storage full"
     if isinstance(exc, apsw.ReadOnlyError) or (isinstance(exc, OSError) and exc.errno == errno.EROFS):
         return "storage read-only"
+    if path is not None and isinstance(exc, (apsw.CantOpenError, apsw.IOError)) and _no_room(path):
+        return "storage full"
     return "storage failed"
+
+
+def _no_room(path: str) -> bool:
+    """The file system holding ``path`` (or its nearest existing parent) has
+    no free block or no free inode for an unprivileged writer."""
+    where = path
+    for _ in range(64):
+        try:
+            st = os.statvfs(where)
+        except OSError:
+            parent = os.path.dirname(where)
+            if not parent or parent == where:
+                return False
+            where = parent
+            continue
+        return st.f_bavail == 0 or (st.f_files > 0 and st.f_favail == 0)
+    return False
 
 
 def is_environment_failure(exc: BaseException) -> bool:
@@ -72,12 +96,13 @@ def is_environment_failure(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, *_ENVIRONMENT))
 
 
-def storage_failure(what: str, exc: BaseException) -> StorageError:
+def storage_failure(what: str, exc: BaseException, path: str | None = None) -> StorageError:
     """The StorageError (StorageFullError for a full disk) to raise for ``exc``,
-    which happened while doing ``what``; ``exc`` is kept as ``__cause__``."""
+    which happened while doing ``what`` (to the file ``path``, if given);
+    ``exc`` is kept as ``__cause__``."""
     if isinstance(exc, StorageError):
         return exc
-    kind = failure_kind(exc)
+    kind = failure_kind(exc, path)
     detail = str(exc) or type(exc).__name__
     if not isinstance(exc, (OSError, apsw.Error)):
         detail = f"{type(exc).__name__}: {detail}"

@@ -32,11 +32,14 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import apsw
 
-from ._failure import FaultHook
 from .._errors import StorageError
+
+if TYPE_CHECKING:
+    from ._failure import FaultHook
 
 __all__ = [
     "CACHE_PAGES",

@@ -177,3 +177,23 @@ def test_dev_without_watchfiles_says_which_extra_to_install(project: tuple[Path,
                           timeout=60)
     assert done.returncode == 2
     assert "dotrio dev needs the watchfiles package: pip install 'dotrio[dev]'" in done.stderr
+
+
+def test_describe_shows_the_worker_entry_and_its_docstring(tmp_path: Path) -> None:
+    from dotrio._config import load_config
+    from dotrio.server._dev import describe
+
+    mod = "devworker_" + uuid.uuid4().hex[:10]
+    (tmp_path / f"{mod}.py").write_text(APP.replace("VERSION", "v1") + (
+        "\nclass Worker(dotrio.WorkerEntrypoint):\n"
+        '    """Routes:\n\n    GET /hello   a greeting\n    GET /c/<name>  a counter\n    """\n'
+        "    async def fetch(self, request):\n        return dotrio.Response('w')\n"
+    ))
+    (tmp_path / "dotrio.toml").write_text(f'main = "{mod}:Worker"\ndata_dir = ":memory:"\n'
+                                          + CONFIG.replace("MOD", mod).replace('name = "devtest"\n', ""))
+    lines = describe(load_config(tmp_path / "dotrio.toml", environ={}), "http://127.0.0.1:9")
+    text = "\n".join(lines)
+    assert f"worker:   {mod}.Worker (main = '{mod}:Worker') receives every request" in text
+    assert "GET /hello   a greeting" in text and "GET /c/<name>  a counter" in text
+    assert f"bindings: C -> {mod}.Counter (on self.env)" in text
+    assert "every reload starts with empty storage" in text

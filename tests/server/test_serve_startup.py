@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 import apsw
@@ -184,3 +185,23 @@ def test_fsck_command(app: Path) -> None:
     assert bad.returncode == 1
     assert f"PROBLEM: object Counter/{ids[0].stem} is corrupt" in bad.stdout
     assert "1 problem remains" in bad.stdout
+
+
+def test_dev_on_a_data_dir_in_use(app: Path) -> None:
+    data = (app.parent / "data").resolve()
+
+    async def hold_and_run() -> subprocess.CompletedProcess[str]:
+        async with dotrio.Runtime({"C": Counter}, data_dir=data):
+            return await trio.to_thread.run_sync(partial(
+                subprocess.run, [sys.executable, "-m", "dotrio", "dev", str(app), "--port", "0"],
+                capture_output=True, text=True, env=env(), cwd=app.parent, timeout=60, check=False,
+            ))
+
+    result = trio.run(hold_and_run)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 1, output
+    assert "Traceback" not in output, output
+    assert output.splitlines()[-1] == (
+        f"dotrio: error: data dir {data} is in use by pid {os.getpid()}: one server per data dir; "
+        "stop the other one or use another data_dir"
+    ), output
