@@ -314,6 +314,11 @@ class AlarmIndex:
         self._batches += 1
         pending.clear()
 
+    @property
+    def closed(self) -> bool:
+        """close() was called."""
+        return self._closed
+
     def close(self) -> None:
         if self._closed:
             return

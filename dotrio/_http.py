@@ -15,7 +15,17 @@ import orjson
 if TYPE_CHECKING:
     from ._websocket import WebSocket
 
-__all__ = ["Headers", "QueryParams", "Request", "Response", "HeadersInit"]
+__all__ = [
+    "Headers",
+    "QueryParams",
+    "Request",
+    "Response",
+    "HeadersInit",
+    "headers_from_raw",
+    "header_items",
+    "trusted_request",
+    "is_websocket_upgrade",
+]
 
 HeadersInit = Union["Headers", Mapping[str, str], Iterable[tuple[str, str]], None]
 
@@ -331,3 +341,30 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response {self.status} ({len(self.body)} bytes)>"
+
+
+# ---- the front ends' side (trusted constructors for parsed wire data) -----------------
+
+
+def headers_from_raw(raw: list[tuple[bytes, bytes]]) -> Headers:
+    """Headers from a parser's (name, value) byte pairs, already validated;
+    decoding waits until a handler looks at them."""
+    return Headers._from_raw(raw)
+
+
+def header_items(headers: Headers) -> list[tuple[str, str]]:
+    """The (lower-case name, value) pairs of ``headers`` (not a copy: read only)."""
+    return headers._items
+
+
+def trusted_request(url: str, method: str, headers: Headers, body: bytes, ws_upgrade: bool = False) -> Request:
+    """A Request from a front end's parsed, already validated parts."""
+    request = Request._trusted(url, method, headers, body)
+    if ws_upgrade:
+        request._ws_upgrade = True
+    return request
+
+
+def is_websocket_upgrade(request: Request) -> bool:
+    """The request asks for a WebSocket upgrade (set by the front end)."""
+    return bool(request._ws_upgrade)

@@ -82,6 +82,10 @@ class IdFactory:
     def _make(self, base: bytes, name: str | None) -> DurableObjectId:
         return DurableObjectId((base + self._check(base)).hex(), self.namespace, name)
 
+    def hex_from_base(self, base: bytes) -> str:
+        """The full hex id of the object whose 16-byte base is ``base``."""
+        return (base + self._check(base)).hex()
+
     def from_name(self, name: str) -> DurableObjectId:
         if not isinstance(name, str):
             raise TypeError(f"id_from_name() takes a str name, got {type(name).__name__}")

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._http import HeadersInit, Request, Response
 from ._ids import DurableObjectId, IdFactory
 from ._object import HANDLER_NAMES, DurableObject
 
-if TYPE_CHECKING:
-    from .runtime._runtime import Runtime
+__all__ = ["DurableObjectNamespace", "DurableObjectStub", "ObjectDelivery", "rpc_method_allowed"]
 
-__all__ = ["DurableObjectNamespace", "DurableObjectStub"]
+
+class ObjectDelivery(Protocol):
+    """What namespaces and stubs need of the runtime: delivering a request or
+    an RPC call to an object (the Runtime implements it)."""
+
+    async def fetch_object(self, ns: DurableObjectNamespace, oid: DurableObjectId, request: Request) -> Response: ...
+
+    async def call_object(
+        self, ns: DurableObjectNamespace, oid: DurableObjectId, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any: ...
 
 _BASE_NAMES = frozenset(dir(DurableObject))
 
@@ -53,7 +61,7 @@ def _rpc_method_allowed(cls: type, name: str) -> str | None:
 class DurableObjectNamespace:
     """``env.BINDING``: makes ids and stubs for one object class."""
 
-    def __init__(self, runtime: Runtime, name: str, cls: type, ids: IdFactory) -> None:
+    def __init__(self, runtime: ObjectDelivery, name: str, cls: type, ids: IdFactory) -> None:
         self._runtime = runtime
         self.name = name
         self.cls = cls
@@ -61,7 +69,7 @@ class DurableObjectNamespace:
         self._stubs: dict[str, DurableObjectStub] = {}
 
     @property
-    def runtime(self) -> Runtime:
+    def runtime(self) -> ObjectDelivery:
         """The Runtime hosting this namespace."""
         return self._runtime
 
@@ -120,7 +128,7 @@ class DurableObjectStub:
             request = Request(url_or_request, method=method, headers=headers, body=body)
         else:
             raise TypeError(f"fetch() takes a URL str or a Request, got {type(url_or_request).__name__}")
-        return await self._ns._runtime._fetch(self._ns, self.id, request)
+        return await self._ns._runtime.fetch_object(self._ns, self.id, request)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("__"):
@@ -133,7 +141,7 @@ class DurableObjectStub:
         oid = self.id
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            return await runtime._rpc(ns, oid, name, args, kwargs)
+            return await runtime.call_object(ns, oid, name, args, kwargs)
 
         call.__name__ = name
         return call

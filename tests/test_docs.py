@@ -26,7 +26,9 @@ def test_docs_build_without_warnings_or_broken_references(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stdout + done.stderr
     for page in ("index", "quickstart", "tutorial/chat-room", "tutorial/agent", "testing", "concepts/gates",
                  "concepts/storage", "concepts/alarms", "concepts/hibernation", "concepts/durability",
-                 "cloudflare", "reference/api", "reference/config", "operating"):
+                 "cloudflare", "reference/api", "reference/config", "operating", "design/index", "design/layers",
+                 "design/gates", "design/commit-pipeline", "design/storage-layout", "design/alarms",
+                 "design/front-end", "design/kernels"):
         assert (tmp_path / "html" / f"{page}.html").is_file(), page
     api = (tmp_path / "html" / "reference" / "api.html").read_text()
     # Generated from docstrings, not hand-written.

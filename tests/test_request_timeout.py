@@ -14,7 +14,7 @@ import trio.testing
 import dotrio
 from dotrio.server import Dispatcher
 from dotrio.storage import StorageBackend
-from dotrio.storage._object import ObjectStorage
+from dotrio.storage import StorageEngine
 
 # Runs for many seconds unless interrupted.
 SLOW_INSERT = (
@@ -142,7 +142,7 @@ async def test_no_request_timeout_means_no_deadline(make_runtime, autojump_clock
 async def test_sql_results_are_capped_by_max_sql_result_rows(tmp_path) -> None:
     backend = StorageBackend(tmp_path / "d", max_sql_result_rows=1000)
     try:
-        s = ObjectStorage(backend, "NS", "ab" * 32)
+        s = StorageEngine(backend, "NS", "ab" * 32)
         s.sql.exec("CREATE TABLE t(x)")
         s.sql.exec("INSERT INTO t WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000) "
                    "SELECT i FROM r")
@@ -164,3 +164,23 @@ async def test_sql_results_are_capped_by_max_sql_result_rows(tmp_path) -> None:
 async def test_runtime_passes_max_sql_result_rows_to_storage(make_runtime) -> None:
     async with make_runtime({"S": Slow}, max_sql_result_rows=5) as rt:
         assert rt.backend.max_sql_result_rows == 5
+
+
+class Entry(dotrio.WorkerEntrypoint):
+    async def fetch(self, request: dotrio.Request) -> dotrio.Response:
+        if request.path == "/nap":
+            await trio.sleep(1000)
+        # Its calls to objects carry the request's deadline.
+        return await self.env.S.get_by_name("w").fetch(BASE + "/S/w/sleep")
+
+
+async def test_a_worker_entry_is_bound_by_the_deadline_too(
+    make_runtime, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with make_runtime({"S": Slow}) as rt:
+        d = Dispatcher(rt, Entry, request_timeout=10)
+        for path in ("/nap", "/object"):
+            start = trio.current_time()
+            reply = await d(get(path))
+            assert reply.status == 504, (path, reply.body)
+            assert 10 <= trio.current_time() - start < 11

@@ -294,3 +294,26 @@ async def test_an_alarm_due_while_its_database_cannot_be_opened_fires_later(
         faults.armed = False
         await trio.sleep(200)  # the back-off of the failed wakes
         assert await victim.fired() == 1
+
+
+class Planner(dotrio.DurableObject):
+    async def plan(self, repeat: Any) -> str:
+        return await self.schedule(5, "tick", repeat=repeat)
+
+    async def tick(self, payload: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "repeat, error, match",
+    [(1e300, ValueError, "at most"), (10**30, ValueError, "at most"), ("5", TypeError, "got str"),
+     ([5], TypeError, "got list")],
+)
+async def test_schedule_repeat_out_of_range_or_of_the_wrong_type_is_refused_at_the_call(
+    tmp_path: Path, repeat: Any, error: type[Exception], match: str
+) -> None:
+    async with dotrio.Runtime(bindings={"P": Planner}, data_dir=tmp_path / "d") as rt:
+        stub = rt.env.P.get_by_name("p")
+        with pytest.raises(error, match=match):
+            await stub.plan(repeat)
+        assert await stub.plan(60) != ""  # the object was not reset

@@ -152,6 +152,7 @@ class Runtime:
         self._deadline_watcher = False
         self._deadline_scope: trio.CancelScope | None = None
         self._namespaces: dict[str, DurableObjectNamespace] = {}
+        self._id_factories: dict[str, IdFactory] = {}
         self.env = Env({})
         self.clock: RuntimeClock | None = None
         self._nursery: trio.Nursery | None = None
@@ -227,7 +228,8 @@ class Runtime:
             env: dict[str, Any] = dict(self._vars)
             for bname, cls in self._bindings.items():
                 ns_name = self._namespace_names.get(cls.__name__, cls.__name__)
-                ns = DurableObjectNamespace(self, ns_name, cls, IdFactory(ns_name, secret))
+                ids = self._id_factories[ns_name] = IdFactory(ns_name, secret)
+                ns = DurableObjectNamespace(self, ns_name, cls, ids)
                 self._namespaces[ns_name] = ns
                 env[bname] = ns
             self.env = Env(env)
@@ -269,7 +271,7 @@ class Runtime:
 
     def _shutdown_storage(self) -> None:
         for actor in list(self._actors.values()):
-            if actor.is_idle() or not actor._running:
+            if actor.is_idle() or not actor.handlers_running:
                 actor.flush()
             actor.evict()
         self._actors.clear()
@@ -319,7 +321,31 @@ class Runtime:
         return actor
 
     def live_actor(self, key: ActorKey) -> Actor | None:
+        """The live actor of ``(namespace, hex id)``, or None if not activated."""
         return self._actors.get(key)
+
+    def find_namespace(self, name: str) -> DurableObjectNamespace | None:
+        """The namespace whose storage name is ``name`` (class name unless renamed), or None."""
+        return self._namespaces.get(name)
+
+    def object_hex_id(self, namespace: str, base: bytes) -> str:
+        """The full hex id, in namespace ``namespace``, of the object whose id starts with ``base``."""
+        return self._id_factories[namespace].hex_from_base(base)
+
+    @property
+    def closing(self) -> bool:
+        """True once the runtime is shutting down (it accepts no new events)."""
+        return self._closing
+
+    @property
+    def accepts_background(self) -> bool:
+        """Whether :meth:`start_background` can start a task now."""
+        return self._nursery is not None and not self._closing
+
+    def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn()`` in the runtime's nursery (only while :attr:`accepts_background`)."""
+        assert self._nursery is not None
+        self._nursery.start_soon(fn)
 
     def submit(self, ns: DurableObjectNamespace, oid: DurableObjectId, event: Event, force: bool = False) -> Actor:
         """Queue ``event`` for the object, activating it if needed."""
@@ -361,7 +387,8 @@ class Runtime:
         are bounded elsewhere (one close per socket, one alarm per object)."""
         self.submit(ns, oid, Event(fn, None, callback), force=force)
 
-    async def _fetch(self, ns: DurableObjectNamespace, oid: DurableObjectId, request: Request) -> Response:
+    async def fetch_object(self, ns: DurableObjectNamespace, oid: DurableObjectId, request: Request) -> Response:
+        """Deliver ``request`` to the object's ``fetch`` (what ``stub.fetch`` does)."""
         async def run(instance: Any) -> Response:
             response = await instance.fetch(request)
             if not isinstance(response, Response):
@@ -372,9 +399,11 @@ class Runtime:
 
         return await self.call(ns, oid, run)
 
-    async def _rpc(
+    async def call_object(
         self, ns: DurableObjectNamespace, oid: DurableObjectId, name: str, args: tuple, kwargs: dict
     ) -> Any:
+        """Call the object's RPC method ``name`` with copies of the arguments
+        and return a copy of its result (what ``await stub.method(...)`` does)."""
         args = _rpc_copy(args, "pass", "args")
         kwargs = _rpc_copy(kwargs, "pass", "kwargs")
 
@@ -426,7 +455,8 @@ class Runtime:
 
     # ---- background tasks --------------------------------------------------------------
 
-    def _schedule_flush(self, actor: Actor) -> None:
+    def schedule_flush(self, actor: Actor) -> None:
+        """The flusher commits ``actor``'s writes at its next pass."""
         self._dirty[actor.key] = actor
         parked = self._flusher_parked
         if parked is not None:

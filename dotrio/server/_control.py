@@ -148,3 +148,13 @@ class ServerControl:
         self._addresses = addresses
         if self._shutdown_requested.is_set():
             backend.begin_shutdown()
+
+
+def bind_control(control: ServerControl, backend: Any, addresses: list[tuple[str, int]]) -> None:
+    """A front end has started: ``control`` drives ``backend`` from now on."""
+    control._bind(backend, addresses)
+
+
+def mark_stopped(control: ServerControl) -> None:
+    """The ``serve_*`` call owning ``control`` is returning."""
+    control._stopped.set()

@@ -21,7 +21,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
-from .._websocket import WebSocketEndpoint, WebSocketTransport
+from .._websocket import WebSocketEndpoint, WebSocketTransport, attach_transport
 from ._control import WS_CLOSING, WS_OPEN
 from ._http1 import status_line
 
@@ -207,7 +207,7 @@ class FastWebSocket:
         ``close_now``: the server is shutting down, start closing with 1001 at once.
         """
         self._owner.state = WS_OPEN
-        self._endpoint = client._attach(self)
+        self._endpoint = attach_transport(client, self)
         if close_now:
             self._send_close(1001, "server shutting down")
         try:

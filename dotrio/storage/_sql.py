@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import apsw
 import trio
 
 from .._errors import StorageError
 
-if TYPE_CHECKING:
-    from ._object import ObjectStorage
 
 __all__ = ["SqlStorage", "SqlCursor", "SqlInterrupted", "DEFAULT_MAX_SQL_RESULT_ROWS"]
 
@@ -191,18 +189,27 @@ class _Authorizer:
         return apsw.SQLITE_OK
 
 
+class SqlHost(Protocol):
+    """What ``ctx.storage.sql`` needs of the object's storage engine."""
+
+    def database_size(self) -> int: ...
+
+    def exec_user_sql(self, query: str, bindings: tuple[Any, ...]) -> SqlCursor: ...
+
+
 class SqlStorage:
-    """``ctx.storage.sql``."""
+    """``ctx.storage.sql``: SQL on the object's own SQLite database, in the
+    same transaction as its KV writes."""
 
     __slots__ = ("_storage",)
 
-    def __init__(self, storage: ObjectStorage) -> None:
+    def __init__(self, storage: SqlHost) -> None:
         self._storage = storage
 
     @property
     def database_size(self) -> int:
         """Bytes used by the object's database (0 before its first write)."""
-        return self._storage._database_size()
+        return self._storage.database_size()
 
     def exec(self, query: str, *bindings: Any) -> SqlCursor:
         """Run ``query`` (one or more ``;``-separated statements) with ``bindings``.
@@ -223,7 +230,7 @@ class SqlStorage:
                     f"sql.exec() binding {i + 1} is an int outside SQLite's 64-bit integer range "
                     f"(-2**63 .. 2**63-1): {b}; bind it as str or bytes (or a float, losing precision)"
                 )
-        return self._storage._exec_user_sql(query, bindings)
+        return self._storage.exec_user_sql(query, bindings)
 
 
 def run_user_sql(
