@@ -42,7 +42,7 @@ class Slow(dotrio.DurableObject):
         if path.endswith("/rpc-sleep"):
             return dotrio.Response(await self.env.S.get_by_name("other").nap())
         if path.endswith("/yield"):
-            await trio.sleep(0)  # suspends: watched until it finishes
+            await trio.lowlevel.checkpoint()  # suspends: watched until it finishes
             return dotrio.Response("yielded")
         if path.endswith("/later"):
             async def later() -> None:
