@@ -103,7 +103,11 @@ class Runtime:
     alarm index (rebuilding it from the objects' databases if it is missing,
     empty or corrupt); any of these failing raises
     :class:`~dotrio.DataDirError` naming the file, what is wrong and what to
-    do, with nothing left open."""
+    do, with nothing left open.
+
+    ``max_sql_result_rows`` (default 100,000) is the most rows one
+    ``sql.exec()`` result may have; more raises ``StorageError`` naming the
+    limit (building a bigger result would hold every object of the process)."""
 
     def __init__(
         self,
