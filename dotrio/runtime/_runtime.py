@@ -279,6 +279,7 @@ class Runtime:
         self.backend.close()
 
     def statistics(self) -> RuntimeStatistics:
+        """Counters of the runtime and its subsystems (objects, storage, alarms), for monitoring."""
         return RuntimeStatistics(
             live_objects=len(self._actors),
             activations=self._activations,
@@ -301,6 +302,7 @@ class Runtime:
 
     @property
     def namespaces(self) -> dict[str, DurableObjectNamespace]:
+        """The namespaces by their storage name (the class name unless a migration renamed it)."""
         return dict(self._namespaces)
 
     # ---- activation -------------------------------------------------------------------
