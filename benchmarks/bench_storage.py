@@ -53,8 +53,10 @@ import dotrio  # noqa: E402
 from dotrio._kernels.coalesce import USING_EXTENSION as COALESCE_EXT  # noqa: E402
 from dotrio._kernels.codec import USING_EXTENSION as CODEC_EXT  # noqa: E402
 from dotrio._kernels.codec import decode, encode  # noqa: E402
-from dotrio.storage import StorageBackend  # noqa: E402
-from dotrio.storage import StorageEngine  # noqa: E402
+from dotrio.storage import (
+    StorageBackend,  # noqa: E402
+    StorageEngine,  # noqa: E402
+)
 from dotrio.storage._pool import CACHE_PAGES, PAGE_SIZE  # noqa: E402
 
 _PUT = "INSERT OR REPLACE INTO _dotrio_kv(key, value) VALUES(?, ?)"

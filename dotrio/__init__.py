@@ -27,13 +27,13 @@ from ._object import DurableObjectState as DurableObjectState
 from ._object import Env as Env
 from ._object import WorkerEntrypoint as WorkerEntrypoint
 from ._schedule import Schedule as Schedule
+from ._util import fixup_module_metadata as _fixup_module_metadata
 from ._version import __version__ as __version__
 from ._websocket import WebSocket as WebSocket
 from ._websocket import WebSocketPair as WebSocketPair
 from ._websocket import WebSocketRequestResponsePair as WebSocketRequestResponsePair
 from .runtime import Runtime as Runtime
 from .runtime import set_config_reader as _set_config_reader
-from ._util import fixup_module_metadata as _fixup_module_metadata
 from .storage import SqlCursor as SqlCursor
 
 

@@ -83,7 +83,8 @@ class DurableObjectNamespace:
         return self._ids.new_unique()
 
     def id_from_string(self, hex_id: str) -> DurableObjectId:
-        """The id whose ``str()`` is ``hex_id``. ValueError if it is malformed or belongs to another namespace or data dir."""
+        """The id whose ``str()`` is ``hex_id``. ValueError if it is malformed
+        or belongs to another namespace or data dir."""
         return self._ids.from_string(hex_id)
 
     def get(self, oid: DurableObjectId) -> DurableObjectStub:

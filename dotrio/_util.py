@@ -24,7 +24,9 @@ class NoPublicConstructor(type):
     """Metaclass: the class can be neither instantiated by calling it nor
     subclassed. Its own module builds instances with ``Cls._create(...)``."""
 
-    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> NoPublicConstructor:
+    def __new__(
+        mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
+    ) -> NoPublicConstructor:
         for base in bases:
             if isinstance(base, NoPublicConstructor):
                 raise TypeError(f"{base.__module__}.{base.__qualname__} does not support subclassing")
@@ -37,7 +39,7 @@ class NoPublicConstructor(type):
         )
 
     def _create(cls: type[T], *args: Any, **kwargs: Any) -> T:
-        return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        return super().__call__(*args, **kwargs)  # type: ignore[misc, no-any-return]
 
 
 def fixup_module_metadata(module_name: str, namespace: Mapping[str, Any], names: list[str]) -> None:

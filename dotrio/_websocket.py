@@ -24,8 +24,8 @@ from typing import Any, Protocol, final
 import trio
 
 from ._context import GatedActor, current_actor
-from ._util import NoPublicConstructor
 from ._kernels.codec import decode, encode
+from ._util import NoPublicConstructor
 
 ActorKey = tuple[str, str]
 

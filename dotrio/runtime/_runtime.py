@@ -60,6 +60,8 @@ _PASSTHROUGH = (DurableObjectId, DurableObjectStub)
 
 @dataclass(frozen=True)
 class RuntimeStatistics:
+    """``rt.statistics()``: counters of a Runtime and its subsystems."""
+
     live_objects: int
     activations: int
     evictions: int
