@@ -25,6 +25,8 @@ class DurableObjectId:
 
     __slots__ = ("_hex", "name", "_namespace")
 
+    _hex: str
+    _namespace: str
     name: str | None  # the name given to id_from_name, else None
 
     def __init__(self, hex_id: str, namespace: str, name: str | None = None) -> None:
@@ -66,7 +68,7 @@ class DurableObjectId:
     def __copy__(self) -> DurableObjectId:
         return self
 
-    def __deepcopy__(self, memo: dict) -> DurableObjectId:
+    def __deepcopy__(self, memo: dict[int, object]) -> DurableObjectId:
         return self
 
 

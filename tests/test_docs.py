@@ -28,7 +28,7 @@ def test_docs_build_without_warnings_or_broken_references(tmp_path: Path) -> Non
                  "concepts/storage", "concepts/alarms", "concepts/hibernation", "concepts/durability",
                  "cloudflare", "reference/api", "reference/config", "operating", "design/index", "design/layers",
                  "design/gates", "design/commit-pipeline", "design/storage-layout", "design/alarms",
-                 "design/front-end"):
+                 "design/front-end", "design/kernels"):
         assert (tmp_path / "html" / f"{page}.html").is_file(), page
     api = (tmp_path / "html" / "reference" / "api.html").read_text()
     # Generated from docstrings, not hand-written.
