@@ -36,12 +36,14 @@ class DurableObjectId:
 
     @property
     def namespace(self) -> str:
+        """The name of the namespace (class) the id belongs to."""
         return self._namespace
 
     def __str__(self) -> str:
         return self._hex
 
     def to_string(self) -> str:
+        """The id as 64 lowercase hex characters (the same as ``str(id)``)."""
         return self._hex
 
     def __repr__(self) -> str:
@@ -54,6 +56,7 @@ class DurableObjectId:
         return NotImplemented
 
     def equals(self, other: DurableObjectId) -> bool:
+        """Whether ``other`` is the same id (the same as ``==``)."""
         return self == other
 
     def __hash__(self) -> int:

@@ -198,7 +198,7 @@ class Schedule:
 
     @property
     def next_run(self) -> _dt.datetime:
-        """:attr:`next_run_ms` as an aware UTC datetime."""
+        """``next_run_ms`` as an aware UTC datetime."""
         return _dt.datetime.fromtimestamp(self.next_run_ms / 1000.0, UTC)
 
     @property

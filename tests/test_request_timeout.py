@@ -13,8 +13,7 @@ import trio.testing
 
 import dotrio
 from dotrio.server import Dispatcher
-from dotrio.storage import StorageBackend
-from dotrio.storage import StorageEngine
+from dotrio.storage import StorageBackend, StorageEngine
 
 # Runs for many seconds unless interrupted.
 SLOW_INSERT = (

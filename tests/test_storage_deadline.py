@@ -10,8 +10,7 @@ import pytest
 import trio
 
 import dotrio
-from dotrio.storage import StorageBackend
-from dotrio.storage import StorageEngine
+from dotrio.storage import StorageBackend, StorageEngine
 
 # Each takes several seconds to finish (tens of millions of CTE rows).
 SLOW_SELECT = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 80000000) SELECT max(i) AS n FROM r"

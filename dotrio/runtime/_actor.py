@@ -35,8 +35,8 @@ import trio
 from .._context import current_actor, request_deadline
 from .._errors import ObjectResetError, OverloadedError, StorageError
 from .._ids import DurableObjectId
-from .._object import DurableObjectState, Env
-from ..storage import ObjectStorage, StorageEngine
+from .._object import DurableObjectState, Env, new_state
+from ..storage import StorageEngine, new_user_storage
 
 if TYPE_CHECKING:
     from .._clock import RuntimeClock
@@ -192,7 +192,7 @@ class Actor:
         self.id = oid
         self.key: ActorKey = (namespace.name, str(oid))
         self.storage = StorageEngine(runtime.backend, namespace.name, str(oid))
-        self.user_storage = ObjectStorage(self.storage)
+        self.user_storage = new_user_storage(self.storage)
         self.storage.attach_gate(self)
         runtime.alarms.attach(self)
         self.instance: Any = None
@@ -299,7 +299,7 @@ class Actor:
             self._gen = None
 
     async def _construct(self, first: Event, gen: _Generation) -> bool:
-        ctx = DurableObjectState(self)
+        ctx = new_state(self)
         self.ctx = ctx
         current_actor.set(self)
         try:

@@ -63,6 +63,8 @@ _PASSTHROUGH = (DurableObjectId, DurableObjectStub)
 
 @dataclass(frozen=True)
 class RuntimeStatistics:
+    """``rt.statistics()``: counters of a Runtime and its subsystems."""
+
     live_objects: int
     activations: int
     evictions: int
@@ -287,6 +289,7 @@ class Runtime:
         self.backend.close()
 
     def statistics(self) -> RuntimeStatistics:
+        """Counters of the runtime and its subsystems (objects, storage, alarms), for monitoring."""
         return RuntimeStatistics(
             live_objects=len(self._actors),
             activations=self._activations,
@@ -309,6 +312,7 @@ class Runtime:
 
     @property
     def namespaces(self) -> dict[str, DurableObjectNamespace]:
+        """The namespaces by their storage name (the class name unless a migration renamed it)."""
         return dict(self._namespaces)
 
     # ---- activation -------------------------------------------------------------------

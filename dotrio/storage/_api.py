@@ -12,18 +12,20 @@ import datetime as _dt
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
+from .._util import NoPublicConstructor
+
 if TYPE_CHECKING:
     from ._object import StorageEngine, Transaction
     from ._sql import SqlStorage
 
-__all__ = ["ObjectStorage"]
+__all__ = ["ObjectStorage", "new_user_storage"]
 
 T = TypeVar("T")
 _NO_VALUE: Any = object()
 
 
 @final
-class ObjectStorage:
+class ObjectStorage(metaclass=NoPublicConstructor):
     """``self.ctx.storage``: the KV API, the SQL API and the alarm of one object.
 
     KV and SQL live in the object's own SQLite database and commit together.
@@ -117,3 +119,8 @@ class ObjectStorage:
 
     def __repr__(self) -> str:
         return f"<ObjectStorage {self._engine.label}>"
+
+
+def new_user_storage(engine: StorageEngine) -> ObjectStorage:
+    """The ``ctx.storage`` of an object whose storage engine is ``engine``."""
+    return ObjectStorage._create(engine)

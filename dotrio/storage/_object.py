@@ -22,7 +22,7 @@ import datetime as _dt
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, TypeVar, final
 
 import apsw
 import trio
@@ -31,6 +31,7 @@ from .._kernels.codec import decode, encode
 from .._kernels.coalesce import MAX_KEY_BYTES, MAX_VALUE_BYTES, MISSING, READY, Coalescer, check_key
 from .._context import request_deadline
 from .._errors import StorageError
+from .._util import NoPublicConstructor
 from ._failure import is_environment_failure, storage_failure
 from ._schedules import ScheduleTable
 from ._sql import SqlCursor, SqlInterrupted, SqlStorage, run_user_sql
@@ -878,7 +879,7 @@ class StorageEngine:
                 conn = self._conn if self._txn_open else None
                 if conn is not None:
                     conn.execute("SAVEPOINT _dotrio_txn")
-                txn = Transaction(self, self._co.snapshot(), self._alarm_pending, conn)
+                txn = Transaction._create(self, self._co.snapshot(), self._alarm_pending, conn)
                 self._in_transaction += 1
                 try:
                     result = await fn(txn)
@@ -1035,7 +1036,8 @@ class StorageEngine:
 
 
 
-class Transaction:
+@final
+class Transaction(metaclass=NoPublicConstructor):
     """The ``txn`` given to ``storage.transaction(fn)``."""
 
     __slots__ = ("_storage", "_snapshot", "_alarm_before", "_conn", "_rolled_back", "_done")
@@ -1077,24 +1079,31 @@ class Transaction:
             storage._unpin()
 
     async def get(self, key: str | list[str]) -> Any:
+        """As ``storage.get``, inside the transaction."""
         return await self._check().get(key)
 
     async def put(self, key: str | dict[str, Any], value: Any = _UNSET) -> None:
+        """As ``storage.put``, inside the transaction."""
         await self._check().put(key, value)
 
     async def delete(self, key: str | list[str]) -> bool | int:
+        """As ``storage.delete``, inside the transaction."""
         return await self._check().delete(key)
 
     async def list(self, **options: Any) -> dict[str, Any]:
+        """As ``storage.list``, inside the transaction."""
         return await self._check().list(**options)
 
     async def get_alarm(self) -> int | None:
+        """As ``storage.get_alarm``, inside the transaction."""
         return await self._check().get_alarm()
 
     async def set_alarm(self, scheduled_time: int | float | _dt.datetime) -> None:
+        """As ``storage.set_alarm``, inside the transaction (undone if it rolls back)."""
         await self._check().set_alarm(scheduled_time)
 
     async def delete_alarm(self) -> None:
+        """As ``storage.delete_alarm``, inside the transaction (undone if it rolls back)."""
         await self._check().delete_alarm()
 
     def rollback(self) -> None:
