@@ -9,7 +9,7 @@ the table. The alarm manager reaches the table only through
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 import apsw
 
@@ -88,14 +88,14 @@ class ScheduleTable:
         """The table may have been dropped (``delete_all()``) or rolled back: look again."""
         self._exists = None
 
-    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]] | None:
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]] | None:
         if not self.exists():
             return None
         conn = self._host.read_connection()
         if conn is None:
             return None
         try:
-            return conn.execute(sql, args).fetchall()
+            return cast("list[tuple[Any, ...]]", conn.execute(sql, args).fetchall())
         except apsw.SQLError:
             self._exists = False  # dropped by delete_all()
             return None
@@ -105,7 +105,7 @@ class ScheduleTable:
         rows = self._read(_NEXT)
         if not rows or rows[0][0] is None:
             return None
-        return int(rows[0][0])  # type: ignore[call-overload]
+        return int(rows[0][0])
 
     def due(self, now_ms: int, limit: int) -> list[ScheduleRow]:
         """At most ``limit`` rows due at ``now_ms``, soonest first."""
