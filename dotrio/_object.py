@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final
 
-from ._ids import DurableObjectId
 from ._util import NoPublicConstructor
-from .storage import ObjectStorage
 
 if TYPE_CHECKING:
     from ._http import Request, Response
+    from ._ids import DurableObjectId
     from ._schedule import Schedule
     from ._websocket import WebSocket, WebSocketRequestResponsePair
+    from .storage import ObjectStorage
 
 __all__ = [
     "DurableObject",
@@ -217,7 +217,8 @@ class DurableObject:
         self.env = env
 
     async def fetch(self, request: Request) -> Response:
-        """Handle an HTTP request sent to this object (``stub.fetch``); return a Response. Subclasses override it; the default raises TypeError."""
+        """Handle an HTTP request sent to this object (``stub.fetch``) and
+        return a Response. Subclasses override it; the default raises TypeError."""
         raise TypeError(f"{type(self).__name__} does not define fetch(request)")
 
     # ---- scheduler (defined here so RPC cannot reach them) ------------------------
@@ -254,5 +255,6 @@ class WorkerEntrypoint:
         self.env = env
 
     async def fetch(self, request: Request) -> Response:
-        """Handle an HTTP request the server received; return a Response. Subclasses override it; the default raises TypeError."""
+        """Handle an HTTP request the server received and return a Response.
+        Subclasses override it; the default raises TypeError."""
         raise TypeError(f"{type(self).__name__} does not define fetch(request)")

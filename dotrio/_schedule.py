@@ -46,7 +46,7 @@ MAX_CATCH_UP = 100
 MISSED_POLICIES = ("latest", "all", "skip")
 INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
-UTC = _dt.timezone.utc
+UTC = _dt.UTC
 
 
 def retry_delay(retry: int, rng: random.Random | None = None) -> float:

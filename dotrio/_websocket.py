@@ -159,8 +159,8 @@ class WebSocket(metaclass=NoPublicConstructor):
         self._tags: tuple[str, ...] = ()
         self._attachment: bytes | None = None
         self._auto_ts: _dt.datetime | None = None
-        self._inbound_send: trio.MemorySendChannel | None = None
-        self._inbound_recv: trio.MemoryReceiveChannel | None = None
+        self._inbound_send: trio.MemorySendChannel[str | bytes] | None = None
+        self._inbound_recv: trio.MemoryReceiveChannel[str | bytes] | None = None
         self._pinned_actor: GatedActor | None = None
         self.close_code: int | None = None
         self.close_reason: str | None = None
@@ -382,7 +382,7 @@ def socket_tags(ws: WebSocket) -> tuple[str, ...]:
 def auto_answer(ws: WebSocket, response: str) -> None:
     """Send an auto-response on ``ws`` now (it bypasses the object and its
     output gate) and remember when."""
-    ws._auto_ts = _dt.datetime.now(_dt.timezone.utc)
+    ws._auto_ts = _dt.datetime.now(_dt.UTC)
     ws._send_now(response)
 
 

@@ -34,12 +34,12 @@ import trio
 
 from .._context import current_actor, request_deadline
 from .._errors import ObjectResetError, OverloadedError, StorageError
-from .._ids import DurableObjectId
 from .._object import DurableObjectState, Env, new_state
 from ..storage import StorageEngine, new_user_storage
 
 if TYPE_CHECKING:
     from .._clock import RuntimeClock
+    from .._ids import DurableObjectId
     from .._namespace import DurableObjectNamespace
     from .._schedule import Schedule
     from .._websocket import WebSocket, WebSocketRequestResponsePair
@@ -125,7 +125,7 @@ class Event:
         self,
         fn: Callable[[Any], Awaitable[Any]],
         waiter: trio.lowlevel.Task | None = None,
-        callback: Callable[[outcome.Outcome], None] | None = None,
+        callback: Callable[[outcome.Outcome[Any]], None] | None = None,
         deadline: float = math.inf,
     ) -> None:
         self.fn = fn
@@ -136,7 +136,7 @@ class Event:
         # Its handler is suspended mid-way, watched for that deadline.
         self.running = False
 
-    def reply(self, result: outcome.Outcome) -> None:
+    def reply(self, result: outcome.Outcome[Any]) -> None:
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -399,7 +399,7 @@ class Actor:
                     value = await self._drive(event.fn(self.instance))
                 else:
                     value = await self._drive_until(event, deadline)
-                result: outcome.Outcome = outcome.Value(value)
+                result: outcome.Outcome[Any] = outcome.Value(value)
             except trio.Cancelled:
                 event.reply(outcome.Error(_reset_error(gen)))
                 raise

@@ -119,10 +119,9 @@ import logging
 import math
 import random
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -763,7 +762,7 @@ class AlarmManager:
             self._retry[key] = (n + 1, self._clock.now_ms() + delay_ms)
             self._retries += 1
 
-    def _woken(self, firing: _Firing, result: outcome.Outcome) -> None:
+    def _woken(self, firing: _Firing, result: outcome.Outcome[Any]) -> None:
         """The wake event finished (its writes are committed, or the object was reset)."""
         if self._firing.get(firing.key) is firing:
             del self._firing[firing.key]
@@ -779,7 +778,7 @@ class AlarmManager:
         except Exception:
             log.exception("alarm bookkeeping failed after a wake")
 
-    def _after_wake(self, firing: _Firing, result: outcome.Outcome) -> None:
+    def _after_wake(self, firing: _Firing, result: outcome.Outcome[Any]) -> None:
         key = firing.key
         storage = firing.storage
         if storage is None:

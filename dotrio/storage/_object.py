@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, TypeVar, 
 import apsw
 import trio
 
-from .._kernels.codec import decode, encode
-from .._kernels.coalesce import MAX_KEY_BYTES, MAX_VALUE_BYTES, MISSING, READY, Coalescer, check_key
 from .._context import request_deadline
 from .._errors import StorageError
+from .._kernels.coalesce import MAX_KEY_BYTES, MAX_VALUE_BYTES, MISSING, READY, Coalescer, check_key
+from .._kernels.codec import decode, encode
 from .._util import NoPublicConstructor
 from ._failure import is_environment_failure, storage_failure
 from ._schedules import ScheduleTable

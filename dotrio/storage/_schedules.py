@@ -9,7 +9,7 @@ the table. The alarm manager reaches the table only through
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 import apsw
 
@@ -89,14 +89,13 @@ class ScheduleTable:
         self._exists = None
 
     def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]] | None:
-        # Any: SQLite values are dynamically typed; the table's schema fixes them.
         if not self.exists():
             return None
         conn = self._host.read_connection()
         if conn is None:
             return None
         try:
-            return conn.execute(sql, args).fetchall()
+            return cast("list[tuple[Any, ...]]", conn.execute(sql, args).fetchall())
         except apsw.SQLError:
             self._exists = False  # dropped by delete_all()
             return None

@@ -18,7 +18,6 @@ import trio
 from .._errors import StorageError
 from .._util import NoPublicConstructor
 
-
 __all__ = ["SqlStorage", "SqlCursor", "SqlInterrupted", "DEFAULT_MAX_SQL_RESULT_ROWS"]
 
 # How many SQLite VM instructions run between two deadline checks: one check
@@ -120,7 +119,7 @@ class SqlCursor(metaclass=NoPublicConstructor):
             raise StopIteration
         row = self._rows[self._pos]
         self._pos += 1
-        return dict(zip(self.column_names, row))
+        return dict(zip(self.column_names, row, strict=False))
 
     def next(self) -> dict[str, Any] | None:
         """The next row, or None when there are no more."""
@@ -131,7 +130,7 @@ class SqlCursor(metaclass=NoPublicConstructor):
         names = self.column_names
         rest = self._rows[self._pos :]
         self._pos = len(self._rows)
-        return [dict(zip(names, row)) for row in rest]
+        return [dict(zip(names, row, strict=False)) for row in rest]
 
     def raw(self) -> Iterator[list[Any]]:
         """The remaining rows as lists of values (no column names)."""
