@@ -108,7 +108,8 @@ class IdFactory:
             raise TypeError(f"id_from_string() takes a str, got {type(hex_id).__name__}")
         if len(hex_id) != _HEX_LEN:
             raise ValueError(
-                f"malformed Durable Object id: expected {_HEX_LEN} lowercase hex characters, got {len(hex_id)} characters"
+                f"malformed Durable Object id: expected {_HEX_LEN} lowercase hex characters, "
+                f"got {len(hex_id)} characters"
             )
         if not _HEXDIGITS.issuperset(hex_id):
             raise ValueError("malformed Durable Object id: expected only lowercase hex characters 0-9a-f")

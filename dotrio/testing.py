@@ -303,7 +303,9 @@ def dotrio_runtime_factory(dotrio_data_dir: Path, request: pytest.FixtureRequest
 
 
 @pytest.fixture
-async def dotrio_runtime(dotrio_runtime_factory: RuntimeFactory, request: pytest.FixtureRequest) -> AsyncIterator[Runtime]:
+async def dotrio_runtime(
+    dotrio_runtime_factory: RuntimeFactory, request: pytest.FixtureRequest
+) -> AsyncIterator[Runtime]:
     """An entered Runtime, from the ``dotrio`` marker or the ``dotrio_config`` ini option."""
     marker = request.node.get_closest_marker("dotrio")
     kwargs = dict(marker.kwargs) if marker is not None else {}

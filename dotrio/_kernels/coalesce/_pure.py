@@ -29,7 +29,13 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
-from .._constants import DEFAULT_CACHE_BUDGET, ENTRY_OVERHEAD, MAX_KEY_BYTES, MAX_VALUE_BYTES, SETTLE_COPY_MAX
+from .._constants import (
+    DEFAULT_CACHE_BUDGET,
+    ENTRY_OVERHEAD,
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    SETTLE_COPY_MAX,
+)
 from ..codec import decode, encode
 
 __all__ = [

@@ -56,7 +56,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _date_fromordinal = _dt.date.fromordinal
 _datetime = _dt.datetime
 _date = _dt.date
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 
 
 # ---------------------------------------------------------------- errors
@@ -293,7 +293,7 @@ def _write_datetime(out: bytearray, v: _dt.datetime) -> None:
     if offset is not None:
         flags |= 2
         us = (offset.days * 86400 + offset.seconds) * 1_000_000 + offset.microseconds
-        for unit, size in enumerate(_UNIT_US):
+        for unit, size in enumerate(_UNIT_US):  # noqa: B007 - `unit` is read after the break
             if us % size == 0:
                 break
         flags |= unit << 2
