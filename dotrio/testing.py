@@ -59,7 +59,7 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import pytest
 
@@ -328,10 +328,12 @@ def runtime_of(stub_or_namespace: DurableObjectStub | DurableObjectNamespace) ->
     """The Runtime that hosts a stub's object or a namespace."""
     from ._namespace import DurableObjectNamespace, DurableObjectStub
 
+    # Namespaces type their host as the narrow ObjectDelivery Protocol; the
+    # host is always the Runtime that made them.
     if isinstance(stub_or_namespace, DurableObjectStub):
-        return stub_or_namespace.namespace.runtime
+        return cast("Runtime", stub_or_namespace.namespace.runtime)
     if isinstance(stub_or_namespace, DurableObjectNamespace):
-        return stub_or_namespace.runtime
+        return cast("Runtime", stub_or_namespace.runtime)
     raise TypeError(f"expected a DurableObjectStub or DurableObjectNamespace, got {type(stub_or_namespace).__name__}")
 
 
@@ -354,9 +356,10 @@ async def run_in_durable_object(stub: DurableObjectStub, fn: Callable[[Any, Any]
         result = fn(instance, instance.ctx)
         if inspect.isawaitable(result):
             result = await result
-        return result  # type: ignore[return-value]
+        return cast("T", result)
 
-    return await runtime_of(stub).call(ns, stub.id, run)
+    value: T = await runtime_of(stub).call(ns, stub.id, run)
+    return value
 
 
 async def run_durable_object_alarm(stub: DurableObjectStub) -> bool:
