@@ -33,7 +33,7 @@ from .._kernels.coalesce import MAX_KEY_BYTES, MAX_VALUE_BYTES, MISSING, READY, 
 from .._kernels.codec import decode, encode
 from .._util import NoPublicConstructor
 from ._failure import is_environment_failure, storage_failure
-from ._schedules import ScheduleTable
+from ._schedules import DROP_TABLE_SQL, ScheduleTable
 from ._sql import SqlCursor, SqlInterrupted, SqlStorage, run_user_sql
 from ._trio_shim import cancel_for_passed_deadline
 
@@ -837,8 +837,7 @@ class StorageEngine:
             for kind, name in objects:
                 quoted = '"' + name.replace('"', '""') + '"'
                 conn.execute(f"DROP {kind.upper()} IF EXISTS {quoted}")
-            # The scheduler's rows (dotrio.alarms) are part of "everything".
-            conn.execute("DROP TABLE IF EXISTS _dotrio_schedules")
+            conn.execute(DROP_TABLE_SQL)  # the scheduler's rows are part of "everything"
         except apsw.Error as e:
             raise StorageError(f"delete_all failed: {e}") from e
 

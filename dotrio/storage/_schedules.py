@@ -15,7 +15,15 @@ import apsw
 
 from .._errors import StorageError
 
-__all__ = ["ScheduleRow", "ScheduleTable", "TransactionHost", "SCHEDULES_TABLE"]
+__all__ = [
+    "ScheduleRow",
+    "ScheduleTable",
+    "TransactionHost",
+    "SCHEDULES_TABLE",
+    "HAS_TABLE_SQL",
+    "NEXT_RUN_SQL",
+    "DROP_TABLE_SQL",
+]
 
 SCHEDULES_TABLE = "_dotrio_schedules"
 
@@ -27,8 +35,9 @@ _DDL = (
     "CREATE INDEX IF NOT EXISTS _dotrio_schedules_next ON _dotrio_schedules(next_ms)"
 )
 _COLUMNS = "id, seq, method, payload, next_ms, cron, tz, interval_ms, missed, retries"
-_HAS_TABLE = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_dotrio_schedules'"
-_NEXT = "SELECT min(next_ms) FROM _dotrio_schedules"
+_HAS_TABLE = HAS_TABLE_SQL = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_dotrio_schedules'"
+_NEXT = NEXT_RUN_SQL = "SELECT min(next_ms) FROM _dotrio_schedules"
+DROP_TABLE_SQL = "DROP TABLE IF EXISTS _dotrio_schedules"  # delete_all(): the rows are part of "everything"
 _DUE = f"SELECT {_COLUMNS} FROM _dotrio_schedules WHERE next_ms <= ? ORDER BY next_ms, id LIMIT ?"
 _CURRENT = "SELECT 1 FROM _dotrio_schedules WHERE id=? AND seq=?"
 _INSERT = f"INSERT OR REPLACE INTO _dotrio_schedules({_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?,0)"
