@@ -19,9 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dotrio._kernels.codec import decode, encode
+from dotrio.storage import StorageEngine, _object
 from dotrio.storage._backend import StorageBackend
-from dotrio.storage import _object
-from dotrio.storage import StorageEngine
 from tests.twins import both, twin_fixture
 
 mod = twin_fixture("coalesce")
@@ -95,14 +94,14 @@ def test_twins_agree_with_each_other_and_a_model(ops: list[tuple], budget: int) 
             pending[op[1]] = None
         elif kind == "lookup":
             answers = [c.lookup(op[1]) for c in twins]
-            for a, m in zip(answers, missing):
+            for a, m in zip(answers, missing, strict=True):
                 # MISSING is allowed only when neither pending nor in flight knows the key;
                 # anything else must be the newest state.
                 if a is m:
                     assert op[1] not in pending and (inflight is None or op[1] not in inflight)
                 else:
                     assert a == newest(op[1])
-            assert [a is m for a, m in zip(answers, missing)] == [answers[0] is missing[0]] * len(twins)
+            assert [a is m for a, m in zip(answers, missing, strict=True)] == [answers[0] is missing[0]] * len(twins)
         elif kind == "remember":
             if op[1] not in pending and inflight is None:
                 for c in twins:
@@ -147,7 +146,7 @@ def test_twins_agree_with_each_other_and_a_model(ops: list[tuple], budget: int) 
             snap = dict(pending)
         elif kind == "restore":
             if snap is not None:
-                for c, s in zip(twins, snaps):
+                for c, s in zip(twins, snaps, strict=True):
                     c.restore(s)
                 pending = dict(snap)
         elif kind == "merge":
@@ -365,7 +364,7 @@ def test_merge_reads_rows_lazily() -> None:
 
         def rows():
             for k in ["a", "c", "d", "e"]:
-                consumed.append(k)
+                consumed.append(k)  # noqa: B023 - consumed within this iteration
                 yield (k, b"x")
 
         assert [k for k, _ in c.merge(rows(), None, True, None, False, 2)] == ["a", "b"]

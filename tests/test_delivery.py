@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.lowlevel
 
 import dotrio
 from dotrio.storage import StorageEngine
@@ -24,7 +25,7 @@ class Probe(dotrio.DurableObject):
         engine = self.ctx._host.storage  # the runtime's side of ctx.storage
         await self.ctx.storage.put("a", 1)
         dirty_before = engine.dirty
-        await trio.sleep(0)  # a non-storage await: the write commits before it suspends
+        await trio.lowlevel.checkpoint()  # a non-storage await: the write commits before it suspends
         # ("power": the commit has been handed to a task, which may not have run yet)
         return dirty_before, engine.dirty, engine.committing or self.ctx._host._commit_started
 

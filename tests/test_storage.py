@@ -6,7 +6,6 @@ import datetime as dt
 import math
 
 import pytest
-import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -362,7 +361,7 @@ async def test_alarm_value_validation(rt):
             await s.set_alarm("tomorrow")
         await s.set_alarm(1234.6)
         assert await s.get_alarm() == 1235
-        await s.set_alarm(dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+        await s.set_alarm(dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
         assert await s.get_alarm() == 1893456000000
 
     await run_in(rt, "alarmval", body)

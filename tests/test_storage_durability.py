@@ -13,10 +13,8 @@ import pytest
 import trio
 
 import dotrio
-from dotrio.storage import StorageBackend
-from dotrio.storage import StorageEngine
+from dotrio.storage import StorageBackend, StorageEngine
 from dotrio.storage._pool import PAGE_SIZE, SCHEMA_VERSION
-
 from tests.test_crash import Batch, FlakyVFS
 
 
