@@ -74,9 +74,9 @@ extensions = [
 ]
 if not extensions:
     raise SystemExit(f"no kernel sources found under {KERNELS} (DOTRIO_BUILD_ONLY={sorted(_only)})")
-if _only - {pyx.parent.name for pyx in KERNELS.glob("*/_compiled.pyx")}:
-    raise SystemExit(f"DOTRIO_BUILD_ONLY names unknown kernels: {sorted(_only)}; "
-                     f"expected some of {sorted(p.parent.name for p in KERNELS.glob('*/_compiled.pyx'))}")
+_known = {pyx.parent.name for pyx in KERNELS.glob("*/_compiled.pyx")}
+if _only - _known:
+    raise SystemExit(f"DOTRIO_BUILD_ONLY names unknown kernels {sorted(_only - _known)}; expected some of {sorted(_known)}")
 
 
 
