@@ -1,20 +1,33 @@
-"""The runtime's context variable: the object whose handler is running in
-this task. The runtime sets it around every event; the user-facing API reads
-it (``WebSocket.accept()`` keeps that object in memory, ``send``/``close``
-pass its output gate). It lives below both so neither imports the other."""
+"""The runtime's context variables: the object whose handler is running in
+this task, and the deadline of the request being served. The runtime sets
+them around every event; the user-facing API reads the first
+(``WebSocket.accept()`` keeps that object in memory, ``send``/``close`` pass
+its output gate) and storage the second. This module imports nothing of
+dotrio, so all three can use it without importing each other."""
 
 from __future__ import annotations
 
 import contextvars
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .runtime._actor import Actor
+__all__ = ["GatedActor", "current_actor", "request_deadline"]
 
-__all__ = ["current_actor", "request_deadline"]
 
-current_actor: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("dotrio_current_actor", default=None)
+class GatedActor(Protocol):
+    """What the user-facing API needs of the object whose handler is running."""
+
+    def pin(self) -> None: ...
+
+    def unpin(self) -> None: ...
+
+    def gated_send(self, send: Callable[[], None]) -> None: ...
+
+
+current_actor: contextvars.ContextVar[GatedActor | None] = contextvars.ContextVar(
+    "dotrio_current_actor", default=None
+)
 
 #: The Trio time by which the request being served must be answered (the
 #: server's ``request_timeout``), inf when none. The server sets it around a

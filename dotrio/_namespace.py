@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, final
 
 from ._http import HeadersInit, Request, Response
 from ._ids import DurableObjectId, IdFactory
 from ._object import HANDLER_NAMES, DurableObject
+from ._util import NoPublicConstructor
 
-if TYPE_CHECKING:
-    from .runtime._runtime import Runtime
+__all__ = ["DurableObjectNamespace", "DurableObjectStub", "ObjectDelivery", "rpc_method_allowed"]
 
-__all__ = ["DurableObjectNamespace", "DurableObjectStub"]
+
+class ObjectDelivery(Protocol):
+    """What namespaces and stubs need of the runtime: delivering a request or
+    an RPC call to an object (the Runtime implements it)."""
+
+    async def fetch_object(self, ns: DurableObjectNamespace, oid: DurableObjectId, request: Request) -> Response: ...
+
+    async def call_object(
+        self, ns: DurableObjectNamespace, oid: DurableObjectId, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any: ...
 
 _BASE_NAMES = frozenset(dir(DurableObject))
 
@@ -53,7 +62,7 @@ def _rpc_method_allowed(cls: type, name: str) -> str | None:
 class DurableObjectNamespace:
     """``env.BINDING``: makes ids and stubs for one object class."""
 
-    def __init__(self, runtime: Runtime, name: str, cls: type, ids: IdFactory) -> None:
+    def __init__(self, runtime: ObjectDelivery, name: str, cls: type, ids: IdFactory) -> None:
         self._runtime = runtime
         self.name = name
         self.cls = cls
@@ -61,34 +70,41 @@ class DurableObjectNamespace:
         self._stubs: dict[str, DurableObjectStub] = {}
 
     @property
-    def runtime(self) -> Runtime:
+    def runtime(self) -> ObjectDelivery:
         """The Runtime hosting this namespace."""
         return self._runtime
 
     def id_from_name(self, name: str) -> DurableObjectId:
+        """The id of the object named ``name``: the same name always gives the same id."""
         return self._ids.from_name(name)
 
     def new_unique_id(self, jurisdiction: str | None = None) -> DurableObjectId:
+        """A new random id (``jurisdiction`` is accepted for Cloudflare compatibility and ignored)."""
         return self._ids.new_unique()
 
     def id_from_string(self, hex_id: str) -> DurableObjectId:
+        """The id whose ``str()`` is ``hex_id``. ValueError if it is malformed
+        or belongs to another namespace or data dir."""
         return self._ids.from_string(hex_id)
 
     def get(self, oid: DurableObjectId) -> DurableObjectStub:
+        """A stub for the object ``oid`` (TypeError if not a DurableObjectId, ValueError if of another namespace)."""
         if not isinstance(oid, DurableObjectId):
             raise TypeError(f"get() takes a DurableObjectId, got {type(oid).__name__}")
         if oid.namespace != self.name:
             raise ValueError(f"id belongs to namespace {oid.namespace!r}, not {self.name!r}")
-        return DurableObjectStub(self, oid)
+        return DurableObjectStub._create(self, oid)
 
     def get_by_name(self, name: str) -> DurableObjectStub:
-        return DurableObjectStub(self, self._ids.from_name(name))
+        """A stub for the object named ``name`` (``get(id_from_name(name))``)."""
+        return DurableObjectStub._create(self, self._ids.from_name(name))
 
     def __repr__(self) -> str:
         return f"<DurableObjectNamespace {self.name} ({self.cls.__name__})>"
 
 
-class DurableObjectStub:
+@final
+class DurableObjectStub(metaclass=NoPublicConstructor):
     """A handle on one object: ``fetch`` and RPC (``await stub.method(...)``)."""
 
     __slots__ = ("_ns", "id")
@@ -99,10 +115,12 @@ class DurableObjectStub:
 
     @property
     def name(self) -> str | None:
+        """The name the stub was made from (``get_by_name``, ``id_from_name``), else None."""
         return self.id.name
 
     @property
     def namespace(self) -> DurableObjectNamespace:
+        """The namespace the stub belongs to."""
         return self._ns
 
     async def fetch(
@@ -120,7 +138,7 @@ class DurableObjectStub:
             request = Request(url_or_request, method=method, headers=headers, body=body)
         else:
             raise TypeError(f"fetch() takes a URL str or a Request, got {type(url_or_request).__name__}")
-        return await self._ns._runtime._fetch(self._ns, self.id, request)
+        return await self._ns._runtime.fetch_object(self._ns, self.id, request)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("__"):
@@ -133,7 +151,7 @@ class DurableObjectStub:
         oid = self.id
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            return await runtime._rpc(ns, oid, name, args, kwargs)
+            return await runtime.call_object(ns, oid, name, args, kwargs)
 
         call.__name__ = name
         return call

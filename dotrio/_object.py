@@ -6,18 +6,28 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final
 
-from ._ids import DurableObjectId
-from .storage import ObjectStorage
+from ._util import NoPublicConstructor
 
 if TYPE_CHECKING:
-    from .runtime._alarms import Schedule
     from ._http import Request, Response
-    from .runtime._actor import Actor
+    from ._ids import DurableObjectId
+    from ._schedule import Schedule
     from ._websocket import WebSocket, WebSocketRequestResponsePair
+    from .storage import ObjectStorage
 
-__all__ = ["DurableObject", "DurableObjectState", "AlarmInfo", "WorkerEntrypoint", "Env"]
+__all__ = [
+    "DurableObject",
+    "DurableObjectState",
+    "AlarmInfo",
+    "WorkerEntrypoint",
+    "Env",
+    "HANDLER_NAMES",
+    "SCHEDULER_NAMES",
+    "ObjectHost",
+    "new_state",
+]
 
 T = TypeVar("T")
 
@@ -32,6 +42,9 @@ HANDLER_NAMES = frozenset(
         "websocket_error",
     }
 )
+
+# The scheduler's methods on DurableObject: neither RPC methods nor schedulable.
+SCHEDULER_NAMES = frozenset({"schedule", "get_schedules", "cancel_schedule"})
 
 
 @dataclass(frozen=True)
@@ -64,70 +77,136 @@ class Env:
         raise AttributeError("env is read-only")
 
     def keys(self) -> list[str]:
+        """The names of the bindings and vars."""
         return list(self._values)
 
     def get(self, name: str, default: Any = None) -> Any:
+        """The binding or var ``name``, or ``default``."""
         return self._values.get(name, default)
 
     def __repr__(self) -> str:
         return f"Env({', '.join(self._values)})"
 
 
-class DurableObjectState:
+class ObjectHost(Protocol):
+    """What ``ctx`` and the scheduler methods need of the runtime: the live
+    object's side of each call (the runtime's actor implements it)."""
+
+    @property
+    def id(self) -> DurableObjectId: ...
+
+    @property
+    def user_storage(self) -> ObjectStorage: ...
+
+    def abort(self, reason: str | None) -> None: ...
+
+    async def block_concurrency_while(self, fn: Callable[[], Awaitable[T]]) -> T: ...
+
+    def now_ms(self) -> int: ...
+
+    def wait_until(self, awaitable: Awaitable[Any]) -> None: ...
+
+    def accept_websocket(self, ws: WebSocket, tags: Iterable[str] | None) -> None: ...
+
+    def get_websockets(self, tag: str | None) -> list[WebSocket]: ...
+
+    def get_tags(self, ws: WebSocket) -> list[str]: ...
+
+    def set_websocket_auto_response(self, pair: WebSocketRequestResponsePair | None) -> None: ...
+
+    def get_websocket_auto_response(self) -> WebSocketRequestResponsePair | None: ...
+
+    def get_websocket_auto_response_timestamp(self, ws: WebSocket) -> datetime | None: ...
+
+    def add_schedule(
+        self,
+        when: int | float | datetime | str,
+        method: str,
+        payload: Any,
+        *,
+        repeat: float | None,
+        missed: str,
+        tz: str | None,
+        id: str | None,
+    ) -> str: ...
+
+    def list_schedules(self) -> list[Schedule]: ...
+
+    def remove_schedule(self, id: str) -> bool: ...
+
+
+@final
+class DurableObjectState(metaclass=NoPublicConstructor):
     """``self.ctx``: the object's id, storage and runtime controls."""
 
-    __slots__ = ("_actor", "id", "storage")
+    __slots__ = ("_host", "id", "storage")
 
-    def __init__(self, actor: Actor) -> None:
-        self._actor = actor
-        self.id: DurableObjectId = actor.id
-        self.storage: ObjectStorage = actor.storage
+    def __init__(self, host: ObjectHost) -> None:
+        self._host = host
+        self.id: DurableObjectId = host.id
+        """The object's id."""
+        self.storage: ObjectStorage = host.user_storage
+        """The object's storage (KV, SQL and the alarm)."""
 
     def abort(self, reason: str | None = None) -> None:
         """Reset the object now: uncommitted writes are dropped, the instance is
         discarded, and every caller whose event had started gets ObjectResetError.
         Raises ObjectResetError in the calling handler so nothing after it runs."""
-        self._actor.abort(reason)
+        self._host.abort(reason)
 
     async def block_concurrency_while(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn()`` with no other event delivered until it returns. An
         exception propagates to the caller and then resets the object."""
-        return await self._actor.block_concurrency_while(fn)
+        return await self._host.block_concurrency_while(fn)
 
     def now_ms(self) -> int:
         """The runtime's clock in epoch milliseconds (virtual under
         trio.testing.MockClock): use it to compute alarm times."""
-        clock = self._actor.runtime.clock
-        assert clock is not None
-        return clock.now_ms()
+        return self._host.now_ms()
 
     def wait_until(self, awaitable: Awaitable[Any]) -> None:
         """Keep the object alive until ``awaitable`` finishes (in the background)."""
-        self._actor.wait_until(awaitable)
+        self._host.wait_until(awaitable)
 
     # ---- WebSockets (hibernation API) -----------------------------------------
 
     def accept_websocket(self, ws: WebSocket, tags: Iterable[str] | None = None) -> None:
-        self._actor.runtime.websockets.accept(self._actor, ws, tags)
+        """Accept the server end ``ws`` of a WebSocketPair as hibernatable: the
+        runtime holds it, so this object may be evicted while it stays open,
+        and its messages arrive at ``websocket_message``. At most 10 tags (str)
+        label it for :meth:`get_websockets`."""
+        self._host.accept_websocket(ws, tags)
 
     def get_websockets(self, tag: str | None = None) -> list[WebSocket]:
-        return self._actor.runtime.websockets.get_websockets(self._actor.key, tag)
+        """The open sockets this object accepted (all of them, or those with
+        ``tag``); they survive hibernation."""
+        return self._host.get_websockets(tag)
 
     def get_tags(self, ws: WebSocket) -> list[str]:
-        return self._actor.runtime.websockets.get_tags(self._actor.key, ws)
+        """The tags ``ws`` was accepted with. ValueError if this object did not accept it."""
+        return self._host.get_tags(ws)
 
     def set_websocket_auto_response(self, pair: WebSocketRequestResponsePair | None = None) -> None:
-        self._actor.runtime.websockets.set_auto_response(self._actor.key, pair)
+        """Answer a message equal to ``pair.request`` with ``pair.response``
+        without waking the object (None removes it)."""
+        self._host.set_websocket_auto_response(pair)
 
     def get_websocket_auto_response(self) -> WebSocketRequestResponsePair | None:
-        return self._actor.runtime.websockets.get_auto_response(self._actor.key)
+        """The auto-response set with :meth:`set_websocket_auto_response`, or None."""
+        return self._host.get_websocket_auto_response()
 
     def get_websocket_auto_response_timestamp(self, ws: WebSocket) -> datetime | None:
-        return self._actor.runtime.websockets.get_auto_response_timestamp(ws)
+        """When the runtime last auto-answered a message on ``ws`` (UTC), or None."""
+        return self._host.get_websocket_auto_response_timestamp(ws)
 
     def set_hibernatable_websocket_event_timeout(self, timeout_ms: int | None = None) -> None:
         """Accepted for compatibility with Cloudflare; dotrio does not time out
         websocket events."""
+
+
+def new_state(host: ObjectHost) -> DurableObjectState:
+    """The ``ctx`` of one instance (the runtime builds one per activation)."""
+    return DurableObjectState._create(host)
 
 
 class DurableObject:
@@ -138,9 +217,11 @@ class DurableObject:
         self.env = env
 
     async def fetch(self, request: Request) -> Response:
+        """Handle an HTTP request sent to this object (``stub.fetch``) and
+        return a Response. Subclasses override it; the default raises TypeError."""
         raise TypeError(f"{type(self).__name__} does not define fetch(request)")
 
-    # ---- scheduler (dotrio.alarms; defined here so RPC cannot reach them) ------
+    # ---- scheduler (defined here so RPC cannot reach them) ------------------------
 
     async def schedule(
         self,
@@ -154,18 +235,16 @@ class DurableObject:
         id: str | None = None,
     ) -> str:
         """Run ``await self.<method>(payload)`` at ``when`` (delay in seconds, aware
-        datetime, or cron string); returns the schedule id. See dotrio.alarms."""
-        return self.ctx._actor.runtime.alarms.add_schedule(
-            self.ctx._actor, when, method, payload, repeat=repeat, missed=missed, tz=tz, id=id
-        )
+        datetime, or cron string); returns the schedule id. See the Alarms concept page."""
+        return self.ctx._host.add_schedule(when, method, payload, repeat=repeat, missed=missed, tz=tz, id=id)
 
     async def get_schedules(self) -> list[Schedule]:
         """Every schedule of this object, soonest first."""
-        return self.ctx._actor.runtime.alarms.list_schedules(self.ctx._actor)
+        return self.ctx._host.list_schedules()
 
     async def cancel_schedule(self, id: str) -> bool:
         """Delete a schedule; returns whether it existed."""
-        return self.ctx._actor.runtime.alarms.remove_schedule(self.ctx._actor, id)
+        return self.ctx._host.remove_schedule(id)
 
 
 class WorkerEntrypoint:
@@ -176,4 +255,6 @@ class WorkerEntrypoint:
         self.env = env
 
     async def fetch(self, request: Request) -> Response:
+        """Handle an HTTP request the server received and return a Response.
+        Subclasses override it; the default raises TypeError."""
         raise TypeError(f"{type(self).__name__} does not define fetch(request)")

@@ -19,16 +19,15 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, final
 
 import trio
 
-from ._context import current_actor
+from ._context import GatedActor, current_actor
 from ._kernels.codec import decode, encode
+from ._util import NoPublicConstructor
 
-if TYPE_CHECKING:
-    from .runtime._actor import Actor, ActorKey
-    from .runtime._websockets import WebSocketRegistry
+ActorKey = tuple[str, str]
 
 __all__ = [
     "WebSocket",
@@ -39,6 +38,19 @@ __all__ = [
     "MAX_TAGS",
     "MAX_ATTACHMENT_BYTES",
     "MAX_SOCKETS_PER_OBJECT",
+    "SocketHost",
+    "ActorKey",
+    "is_accepted",
+    "bind_hibernatable",
+    "socket_key",
+    "socket_tags",
+    "auto_answer",
+    "auto_response_timestamp",
+    "attach_transport",
+    "CONNECTING",
+    "OPEN",
+    "CLOSING",
+    "CLOSED",
 ]
 
 MAX_TAGS = 10
@@ -54,22 +66,42 @@ CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
 class WebSocketTransport(Protocol):
     """What a front end gives the client end: a way to send to the network."""
 
-    def send_message(self, data: str | bytes) -> None: ...
+    def send_message(self, data: str | bytes) -> None:
+        """Send a message to the network (non-blocking, queued)."""
 
-    def close(self, code: int = 1000, reason: str = "") -> None: ...
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake with ``code`` and ``reason``."""
 
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """True once the connection is closed."""
+
+
+class SocketHost(Protocol):
+    """The runtime's registry of hibernatable sockets, as a socket sees it."""
+
+    def live_actor(self, key: ActorKey) -> GatedActor | None: ...
+
+    def deliver_message_nowait(self, ws: WebSocket, data: str | bytes) -> None: ...
+
+    async def deliver_message(self, ws: WebSocket, data: str | bytes) -> None: ...
+
+    def deliver_close(self, ws: WebSocket, code: int, reason: str, was_clean: bool) -> None: ...
+
+    def deliver_error(self, ws: WebSocket, exc: BaseException) -> None: ...
 
 
 class WebSocketEndpoint(Protocol):
     """What the front end calls with what arrives from the network."""
 
-    async def on_message(self, data: str | bytes) -> None: ...
+    async def on_message(self, data: str | bytes) -> None:
+        """A message arrived from the network."""
 
-    async def on_close(self, code: int, reason: str, was_clean: bool) -> None: ...
+    async def on_close(self, code: int, reason: str, was_clean: bool) -> None:
+        """The connection closed (``was_clean``: with a closing handshake)."""
 
-    async def on_error(self, exc: BaseException) -> None: ...
+    async def on_error(self, exc: BaseException) -> None:
+        """The connection failed with ``exc``."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +127,8 @@ def _check_message(data: object) -> str | bytes:
     raise TypeError(f"WebSocket messages are str or bytes, got {type(data).__name__}")
 
 
-class WebSocket:
+@final
+class WebSocket(metaclass=NoPublicConstructor):
     """One end of a WebSocket."""
 
     __slots__ = (
@@ -120,15 +153,15 @@ class WebSocket:
         self._peer: WebSocket | None = None
         self._transport: WebSocketTransport | None = None
         self._state = CONNECTING
-        self._registry: WebSocketRegistry | None = None
+        self._registry: SocketHost | None = None
         self._actor_key: ActorKey | None = None
         self._hibernatable = False
         self._tags: tuple[str, ...] = ()
         self._attachment: bytes | None = None
         self._auto_ts: _dt.datetime | None = None
-        self._inbound_send: trio.MemorySendChannel | None = None
-        self._inbound_recv: trio.MemoryReceiveChannel | None = None
-        self._pinned_actor: Actor | None = None
+        self._inbound_send: trio.MemorySendChannel[str | bytes] | None = None
+        self._inbound_recv: trio.MemoryReceiveChannel[str | bytes] | None = None
+        self._pinned_actor: GatedActor | None = None
         self.close_code: int | None = None
         self.close_reason: str | None = None
 
@@ -187,6 +220,7 @@ class WebSocket:
         self._attachment = data
 
     def deserialize_attachment(self) -> Any:
+        """The value kept with ``serialize_attachment`` (a fresh copy), or None."""
         return None if self._attachment is None else decode(self._attachment)
 
     async def receive(self) -> str | bytes:
@@ -202,10 +236,10 @@ class WebSocket:
 
     # ---- plumbing ------------------------------------------------------------------------
 
-    def _live_actor(self) -> Actor | None:
+    def _live_actor(self) -> GatedActor | None:
         if self._registry is None or self._actor_key is None:
             return current_actor.get()
-        return self._registry.runtime.live_actor(self._actor_key)
+        return self._registry.live_actor(self._actor_key)
 
     def _send_now(self, data: str | bytes) -> None:
         peer = self._peer
@@ -311,7 +345,53 @@ class _Endpoint:
 
 def WebSocketPair() -> tuple[WebSocket, WebSocket]:  # noqa: N802 - Cloudflare's name
     """Two linked ends: return ``client`` in a 101 response, keep ``server``."""
-    client, server = WebSocket(), WebSocket()
+    client, server = WebSocket._create(), WebSocket._create()
     client._peer = server
     server._peer = client
     return client, server
+
+
+# ---- the runtime's side of a socket (used by the hibernation registry) -----------------
+
+
+def is_accepted(ws: WebSocket) -> bool:
+    """``ws`` was accepted already (hibernatable or standard mode)."""
+    return ws._hibernatable or ws._inbound_recv is not None
+
+
+def bind_hibernatable(ws: WebSocket, host: SocketHost, key: ActorKey, tags: tuple[str, ...]) -> None:
+    """Make ``ws`` a hibernatable socket of the object ``key``, held by ``host``."""
+    ws._registry = host
+    ws._actor_key = key
+    ws._hibernatable = True
+    ws._tags = tags
+    if ws._state == CONNECTING:
+        ws._state = OPEN
+
+
+def socket_key(ws: WebSocket) -> ActorKey | None:
+    """The object that accepted ``ws`` as hibernatable, or None."""
+    return ws._actor_key
+
+
+def socket_tags(ws: WebSocket) -> tuple[str, ...]:
+    """The tags ``ws`` was accepted with."""
+    return ws._tags
+
+
+def auto_answer(ws: WebSocket, response: str) -> None:
+    """Send an auto-response on ``ws`` now (it bypasses the object and its
+    output gate) and remember when."""
+    ws._auto_ts = _dt.datetime.now(_dt.UTC)
+    ws._send_now(response)
+
+
+def auto_response_timestamp(ws: WebSocket) -> _dt.datetime | None:
+    """When the runtime last auto-answered a message on ``ws``."""
+    return ws._auto_ts
+
+
+def attach_transport(ws: WebSocket, transport: WebSocketTransport) -> WebSocketEndpoint:
+    """A front end binds its network transport to the client end ``ws`` of a
+    pair, and gets the endpoint it reports network events to."""
+    return ws._attach(transport)

@@ -43,6 +43,8 @@ def kill_during_alarm_then_recover(data_dir: Path) -> tuple[str, list[str]]:
     finally:
         proc.kill()
         proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
     proc = _child(data_dir, "recover")
     out, _ = proc.communicate(timeout=60)

@@ -15,7 +15,7 @@ import dotrio
 import dotrio._clock
 from dotrio import AlarmInfo, DurableObject, ObjectResetError
 from dotrio._alarm_index import INDEX_FILE
-from dotrio.runtime._alarms import MAX_RETRIES, retry_delay
+from dotrio._schedule import MAX_RETRIES, retry_delay
 
 
 class _ShiftedTime:
@@ -184,7 +184,7 @@ async def test_get_alarm_is_none_during_alarm_unless_set_again(make_runtime, aut
 
 
 def dotrio_clock_now(obj: DurableObject) -> int:
-    return obj.ctx._actor.runtime.clock.now_ms()
+    return obj.ctx.now_ms()
 
 
 async def test_one_alarm_at_a_time(make_runtime, autojump_clock):

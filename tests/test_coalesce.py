@@ -3,7 +3,7 @@
 Differential hypothesis tests drive both twins with the same operations
 (writes, commits in flight, settles, rollbacks, transaction snapshots, cache
 fills, merges with database rows) and compare every answer with each other and
-with a model; then ObjectStorage's list() is checked against a dict model with
+with a model; then StorageEngine's list() is checked against a dict model with
 list() calls interleaved with pending writes and committed data, for each twin.
 """
 
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from dotrio._kernels.codec import decode, encode
 from dotrio.storage._backend import StorageBackend
 from dotrio.storage import _object
-from dotrio.storage._object import ObjectStorage
+from dotrio.storage import StorageEngine
 from tests.twins import both, twin_fixture
 
 mod = twin_fixture("coalesce")
@@ -219,7 +219,7 @@ def test_big_batch_settle_drops_stale_cache_entries(mod: Any) -> None:
     assert c.lookup("other") == b"keep"
 
 
-# ---- ObjectStorage.list() with pending writes, in both twins ------------------------------------
+# ---- StorageEngine.list() with pending writes, in both twins ------------------------------------
 
 STORE_OPS = st.lists(
     st.one_of(
@@ -268,7 +268,7 @@ async def test_storage_list_interleaved_with_pending_writes(
     data_dir: Path | None = tmp_path_factory.mktemp("co") if on_disk else None
     backend = StorageBackend(data_dir)
     try:
-        s = ObjectStorage(backend, "NS", "ab" * 32)
+        s = StorageEngine(backend, "NS", "ab" * 32)
         committed: dict[str, int] = {}
         model: dict[str, int] = {}
         for op in ops:
@@ -297,7 +297,7 @@ async def test_storage_list_interleaved_with_pending_writes(
         s.commit()
         s.close()
         # what reached the database is exactly the model
-        s2 = ObjectStorage(backend, "NS", "ab" * 32)
+        s2 = StorageEngine(backend, "NS", "ab" * 32)
         assert await s2.list() == dict(sorted(model.items()))
         s2.close()
     finally:
@@ -307,7 +307,7 @@ async def test_storage_list_interleaved_with_pending_writes(
 async def test_cached_get_never_reaches_sqlite(tmp_path: Path) -> None:
     backend = StorageBackend(tmp_path / "d")
     try:
-        s = ObjectStorage(backend, "NS", "cd" * 32)
+        s = StorageEngine(backend, "NS", "cd" * 32)
         await s.put({"a": {"x": [1, 2]}, "b": 2})
         s.commit()
         await s.get("missing")  # a miss reads SQLite once, then it is known absent
@@ -335,7 +335,7 @@ async def test_cached_get_never_reaches_sqlite(tmp_path: Path) -> None:
 async def test_list_merges_without_writing_the_buffer(tmp_path: Path) -> None:
     backend = StorageBackend(tmp_path / "d")
     try:
-        s = ObjectStorage(backend, "NS", "ef" * 32)
+        s = StorageEngine(backend, "NS", "ef" * 32)
         await s.put({f"k{i}": i for i in range(10)})
         s.commit()
         await s.put("k05", "new")

@@ -48,6 +48,8 @@ def run_and_kill(data_dir: Path, objects: int, acks_before_kill: int, durability
     finally:
         proc.kill()
         proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
     return acked
 

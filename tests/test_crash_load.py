@@ -55,6 +55,8 @@ def run_and_kill(data_dir: Path, durability: str) -> tuple[dict[int, int], float
     finally:
         proc.kill()
         proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
     assert count == ACKS, f"the writer stopped after {count} acknowledgements"
     return acked, elapsed

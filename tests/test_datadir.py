@@ -44,6 +44,13 @@ class Box(DurableObject):
         key = str(self.ctx.id)
         Box.fired[key] = Box.fired.get(key, 0) + 1
 
+    async def plan(self, seconds: float) -> None:
+        await self.schedule(seconds, "ring", "payload")
+
+    async def ring(self, payload: str) -> None:
+        key = f"{self.ctx.id}:{payload}"
+        Box.fired[key] = Box.fired.get(key, 0) + 1
+
 
 @pytest.fixture(autouse=True)
 def _reset_box() -> None:
@@ -215,6 +222,18 @@ async def test_damaged_index_is_rebuilt_and_alarms_fire(make_runtime, data_dir, 
     rows = conn.execute("SELECT ns, oid, when_ms FROM alarms").fetchall()
     conn.close()
     assert rows == [("Box", bytes.fromhex(later_id[:32]), now + 3_600_000)]
+
+
+async def test_rebuild_covers_schedules_too(make_runtime, data_dir, autojump_clock):
+    async with make_runtime({"B": Box}) as rt:
+        planner = rt.env.B.get_by_name("planner")
+        await planner.plan(5)
+        planner_id = str(planner.id)
+    damage_index(data_dir, "deleted")
+    async with make_runtime({"B": Box}) as rt:
+        assert rt.alarms.statistics().loaded_on_start == 1
+        await trio.sleep(10)
+        assert Box.fired == {f"{planner_id}:payload": 1}
 
 
 async def test_index_is_made_in_a_new_data_dir_and_rebuilt_once_if_lost(make_runtime, data_dir, caplog):

@@ -12,7 +12,8 @@ from croniter import croniter
 
 import dotrio._clock
 from dotrio import DurableObject, ObjectResetError
-from dotrio.runtime._alarms import MAX_CATCH_UP, Schedule
+from dotrio import Schedule
+from dotrio._schedule import MAX_CATCH_UP
 
 
 class _ShiftedTime:
@@ -28,7 +29,7 @@ def make_agent(log: list, fail: set | None = None):
 
     class Agent(DurableObject):
         def _now(self) -> int:
-            return self.ctx._actor.runtime.clock.now_ms()
+            return self.ctx.now_ms()
 
         async def plan(self, when, method="tick", payload=None, **kw):
             return await self.schedule(when, method, payload, **kw)

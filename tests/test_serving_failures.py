@@ -254,3 +254,66 @@ async def test_sql_binding_outside_int64_is_a_type_error(tmp_path: Path, value: 
             await stub.bind(value)
         assert await stub.bind(2**63 - 1) == 2**63 - 1
         assert await stub.bind(-(2**63)) == -(2**63)
+
+
+class Alarmed(dotrio.DurableObject):
+    async def arm(self, when: int) -> None:
+        await self.ctx.storage.set_alarm(when)
+
+    async def alarm(self, info: dotrio.AlarmInfo) -> None:
+        await self.ctx.storage.put("fired", (await self.ctx.storage.get("fired") or 0) + 1)
+
+    async def fired(self) -> Any:
+        return await self.ctx.storage.get("fired")
+
+    async def ping(self) -> str:
+        return "pong"
+
+
+async def test_an_alarm_due_while_its_database_cannot_be_opened_fires_later(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The wake fails to open the database (and so does reading the alarm
+    back): the acknowledged alarm is not forgotten, it fires once the disk
+    recovers, and the runtime and other objects are unaffected meanwhile."""
+    async with dotrio.Runtime(
+        bindings={"A": Alarmed}, data_dir=tmp_path / "d", pool_size=1, idle_timeout=1, hibernation_timeout=1
+    ) as rt:
+        ns = rt.env.A
+        victim = ns.get_by_name("victim")
+        assert rt.clock is not None
+        await victim.arm(rt.clock.now_ms() + 30_000)
+        await ns.get_by_name("other").arm(10**15)  # takes the pool's one slot: victim's connection closes
+        await trio.sleep(5)  # both evicted: the wake builds the victim anew, from its file
+        faults = Faults("open", str(ns.id_from_name("victim")), _enospc)
+        faults.armed = True
+        rt.backend.fault_hook = faults
+        await trio.sleep(60)
+        assert faults.raised, "the wake never tried to open the database"
+        assert await ns.get_by_name("other").ping() == "pong"
+        faults.armed = False
+        await trio.sleep(200)  # the back-off of the failed wakes
+        assert await victim.fired() == 1
+
+
+class Planner(dotrio.DurableObject):
+    async def plan(self, repeat: Any) -> str:
+        return await self.schedule(5, "tick", repeat=repeat)
+
+    async def tick(self, payload: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "repeat, error, match",
+    [(1e300, ValueError, "at most"), (10**30, ValueError, "at most"), ("5", TypeError, "got str"),
+     ([5], TypeError, "got list")],
+)
+async def test_schedule_repeat_out_of_range_or_of_the_wrong_type_is_refused_at_the_call(
+    tmp_path: Path, repeat: Any, error: type[Exception], match: str
+) -> None:
+    async with dotrio.Runtime(bindings={"P": Planner}, data_dir=tmp_path / "d") as rt:
+        stub = rt.env.P.get_by_name("p")
+        with pytest.raises(error, match=match):
+            await stub.plan(repeat)
+        assert await stub.plan(60) != ""  # the object was not reset

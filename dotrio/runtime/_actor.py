@@ -20,31 +20,100 @@ gets ObjectResetError, queued events go to a fresh instance.
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import math
 import types
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import outcome
 import trio
 
-from .._errors import ObjectResetError, OverloadedError, StorageError
-from .._ids import DurableObjectId
-from .._object import DurableObjectState
-from ..storage import ObjectStorage
 from .._context import current_actor, request_deadline
+from .._errors import ObjectResetError, OverloadedError, StorageError
+from .._object import DurableObjectState, Env, new_state
+from ..storage import StorageEngine, new_user_storage
 
 if TYPE_CHECKING:
-    from ._runtime import Namespace, Runtime
+    from .._clock import RuntimeClock
+    from .._ids import DurableObjectId
+    from .._namespace import DurableObjectNamespace
+    from .._schedule import Schedule
+    from .._websocket import WebSocket, WebSocketRequestResponsePair
+    from ..storage import StorageBackend
 
-__all__ = ["Actor", "Event", "ActorStatistics"]
+__all__ = ["Actor", "Event", "ActorStatistics", "ActorRuntime", "ActorAlarms", "ActorSockets"]
 
 log = logging.getLogger("dotrio.runtime")
 
 ActorKey = tuple[str, str]
+T = TypeVar("T")
+
+
+class ActorAlarms(Protocol):
+    """The alarm manager, as an actor sees it."""
+
+    def attach(self, actor: Actor) -> None: ...
+
+    def before_flush(self, actors: Iterable[Actor]) -> None: ...
+
+    async def before_output_gate(self, actor: Actor) -> None: ...
+
+    def add_schedule(
+        self,
+        actor: Actor,
+        when: int | float | _dt.datetime | str,
+        method: str,
+        payload: Any = None,
+        *,
+        repeat: float | None = None,
+        missed: str = "latest",
+        tz: str | None = None,
+        id: str | None = None,
+    ) -> str: ...
+
+    def list_schedules(self, actor: Actor) -> list[Schedule]: ...
+
+    def remove_schedule(self, actor: Actor, sid: str) -> bool: ...
+
+
+class ActorSockets(Protocol):
+    """The hibernatable WebSocket registry, as an actor sees it."""
+
+    def accept(self, actor: Actor, ws: WebSocket, tags: Iterable[str] | None) -> None: ...
+
+    def get_websockets(self, key: ActorKey, tag: str | None = None) -> list[WebSocket]: ...
+
+    def get_tags(self, key: ActorKey, ws: WebSocket) -> list[str]: ...
+
+    def set_auto_response(self, key: ActorKey, pair: WebSocketRequestResponsePair | None) -> None: ...
+
+    def get_auto_response(self, key: ActorKey) -> WebSocketRequestResponsePair | None: ...
+
+    def get_auto_response_timestamp(self, ws: WebSocket) -> _dt.datetime | None: ...
+
+
+class ActorRuntime(Protocol):
+    """What an actor needs of the Runtime hosting it."""
+
+    backend: StorageBackend
+    max_queue: int
+    env: Env
+    clock: RuntimeClock | None
+    alarms: ActorAlarms
+    websockets: ActorSockets
+
+    def schedule_flush(self, actor: Actor) -> None: ...
+
+    def watch_deadline(self, actor: Actor, event: Event) -> None: ...
+
+    @property
+    def accepts_background(self) -> bool: ...
+
+    def start_background(self, fn: Callable[[], Awaitable[None]]) -> None: ...
 
 
 class Event:
@@ -56,7 +125,7 @@ class Event:
         self,
         fn: Callable[[Any], Awaitable[Any]],
         waiter: trio.lowlevel.Task | None = None,
-        callback: Callable[[outcome.Outcome], None] | None = None,
+        callback: Callable[[outcome.Outcome[Any]], None] | None = None,
         deadline: float = math.inf,
     ) -> None:
         self.fn = fn
@@ -67,7 +136,7 @@ class Event:
         # Its handler is suspended mid-way, watched for that deadline.
         self.running = False
 
-    def reply(self, result: outcome.Outcome) -> None:
+    def reply(self, result: outcome.Outcome[Any]) -> None:
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -117,13 +186,14 @@ class Gone(Exception):
 class Actor:
     """The runtime side of one live object."""
 
-    def __init__(self, runtime: Runtime, namespace: Namespace, oid: DurableObjectId) -> None:
+    def __init__(self, runtime: ActorRuntime, namespace: DurableObjectNamespace, oid: DurableObjectId) -> None:
         self.runtime = runtime
         self.namespace = namespace
         self.id = oid
         self.key: ActorKey = (namespace.name, str(oid))
-        self.storage = ObjectStorage(runtime.backend, namespace.name, str(oid))
-        self.storage._gate = self
+        self.storage = StorageEngine(runtime.backend, namespace.name, str(oid))
+        self.user_storage = new_user_storage(self.storage)
+        self.storage.attach_gate(self)
         runtime.alarms.attach(self)
         self.instance: Any = None
         self.ctx: DurableObjectState | None = None
@@ -229,7 +299,7 @@ class Actor:
             self._gen = None
 
     async def _construct(self, first: Event, gen: _Generation) -> bool:
-        ctx = DurableObjectState(self)
+        ctx = new_state(self)
         self.ctx = ctx
         current_actor.set(self)
         try:
@@ -329,7 +399,7 @@ class Actor:
                     value = await self._drive(event.fn(self.instance))
                 else:
                     value = await self._drive_until(event, deadline)
-                result: outcome.Outcome = outcome.Value(value)
+                result: outcome.Outcome[Any] = outcome.Value(value)
             except trio.Cancelled:
                 event.reply(outcome.Error(_reset_error(gen)))
                 raise
@@ -414,7 +484,7 @@ class Actor:
         finally:
             self._stepping -= 1
         storage = self.storage
-        if storage._dirty and not storage.waiting:
+        if storage.pending_writes and not storage.waiting:
             if storage.alarm_pending:
                 self.runtime.alarms.before_flush((self,))
             self.flush()
@@ -439,7 +509,7 @@ class Actor:
                     return stop.value
                 finally:
                     self._stepping -= 1
-                if storage._dirty and not storage.waiting:
+                if storage.pending_writes and not storage.waiting:
                     alarms = self.runtime.alarms
                     if storage.alarm_pending:
                         alarms.before_flush((self,))
@@ -471,7 +541,7 @@ class Actor:
         # Inside a driven handler step the driver (or the output gate) commits;
         # anything else (on_start, wait_until tasks) needs the flusher.
         if not self._stepping:
-            self.runtime._schedule_flush(self)
+            self.runtime.schedule_flush(self)
 
     async def output_gate(self) -> None:
         """Return once every write made so far is committed; then release
@@ -494,14 +564,11 @@ class Actor:
         storage = self.storage
         if storage.in_transaction or not storage.dirty or storage.committing or storage.waiting:
             return
-        if storage.commits_off_thread:
-            runtime = self.runtime
-            nursery = runtime._nursery
-            if nursery is not None and not runtime._closing:
-                if not self._commit_started:
-                    self._commit_started = True
-                    nursery.start_soon(self._background_commit)
-                return
+        if storage.commits_off_thread and self.runtime.accepts_background:
+            if not self._commit_started:
+                self._commit_started = True
+                self.runtime.start_background(self._background_commit)
+            return
         try:
             storage.commit()
         except Exception as exc:
@@ -605,6 +672,52 @@ class Actor:
 
         gen.nursery.start_soon(run)
 
+    # ---- ObjectHost: what ctx and the scheduler methods call --------------------------
+
+    def now_ms(self) -> int:
+        clock = self.runtime.clock
+        assert clock is not None
+        return clock.now_ms()
+
+    def accept_websocket(self, ws: WebSocket, tags: Iterable[str] | None) -> None:
+        self.runtime.websockets.accept(self, ws, tags)
+
+    def get_websockets(self, tag: str | None) -> list[WebSocket]:
+        return self.runtime.websockets.get_websockets(self.key, tag)
+
+    def get_tags(self, ws: WebSocket) -> list[str]:
+        return self.runtime.websockets.get_tags(self.key, ws)
+
+    def set_websocket_auto_response(self, pair: WebSocketRequestResponsePair | None) -> None:
+        self.runtime.websockets.set_auto_response(self.key, pair)
+
+    def get_websocket_auto_response(self) -> WebSocketRequestResponsePair | None:
+        return self.runtime.websockets.get_auto_response(self.key)
+
+    def get_websocket_auto_response_timestamp(self, ws: WebSocket) -> _dt.datetime | None:
+        return self.runtime.websockets.get_auto_response_timestamp(ws)
+
+    def add_schedule(
+        self,
+        when: int | float | _dt.datetime | str,
+        method: str,
+        payload: Any,
+        *,
+        repeat: float | None,
+        missed: str,
+        tz: str | None,
+        id: str | None,
+    ) -> str:
+        return self.runtime.alarms.add_schedule(
+            self, when, method, payload, repeat=repeat, missed=missed, tz=tz, id=id
+        )
+
+    def list_schedules(self) -> list[Schedule]:
+        return self.runtime.alarms.list_schedules(self)
+
+    def remove_schedule(self, id: str) -> bool:
+        return self.runtime.alarms.remove_schedule(self, id)
+
     # ---- eviction -----------------------------------------------------------------------
 
     def pin(self) -> None:
@@ -614,6 +727,11 @@ class Actor:
     def unpin(self) -> None:
         self._pins -= 1
         self.last_active = trio.current_time()
+
+    @property
+    def handlers_running(self) -> int:
+        """Events whose handler is running now."""
+        return self._running
 
     def is_idle(self) -> bool:
         return (

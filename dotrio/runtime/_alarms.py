@@ -3,7 +3,7 @@
 Truth, hint and clock
 ---------------------
 * **Truth** is each object's own database: the user's alarm is the
-  ``_dotrio_meta`` row ``'alarm'`` (written by ``ObjectStorage.commit()``), the
+  ``_dotrio_meta`` row ``'alarm'`` (written by ``StorageEngine.commit()``), the
   schedules are rows of ``_dotrio_schedules``. An object's *wake time* is the
   earliest of its alarm (or, while a retry is pending, that retry's time) and
   its schedules' next runs.
@@ -119,31 +119,71 @@ import logging
 import math
 import random
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import apsw
 import outcome
 import trio
-from croniter import croniter
 
 from .._alarm_index import MISSING, AlarmIndex, IndexStatistics
 from .._errors import DataDirError, DotrioError, ObjectResetError, StorageError
 from .._ids import DurableObjectId
 from .._kernels.codec import decode
 from .._kernels.wheel import TimerWheel, WheelStatistics
-from .._object import HANDLER_NAMES, AlarmInfo
+from .._object import HANDLER_NAMES, SCHEDULER_NAMES, AlarmInfo
+from .._schedule import (
+    MAX_CATCH_UP,
+    MAX_RETRIES,
+    MISSED_POLICIES,
+    Schedule,
+    clamp_ms,
+    earliest,
+    first_run,
+    plan_repeat,
+    retry_delay,
+    retry_delay_ms,
+)
+from ..storage import ScheduleRow, encode_value
 from ..storage._datadir import WakeScan, has_object_files, scan_wake_times
-from ..storage._object import _UNSET, encode_value
 
 if TYPE_CHECKING:
     from .._clock import RuntimeClock
-    from ..storage import ObjectStorage
+    from .._namespace import DurableObjectNamespace
+    from ..storage import StorageBackend, StorageEngine
     from ._actor import Actor
-    from ._runtime import Runtime
+
+
+class AlarmRuntime(Protocol):
+    """What the alarm manager needs of the Runtime."""
+
+    data_dir: Path | None
+    clock: RuntimeClock | None
+    backend: StorageBackend
+
+    @property
+    def namespaces(self) -> dict[str, DurableObjectNamespace]: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    def find_namespace(self, name: str) -> DurableObjectNamespace | None: ...
+
+    def object_hex_id(self, namespace: str, base: bytes) -> str: ...
+
+    def live_actor(self, key: tuple[str, str]) -> Actor | None: ...
+
+    def post(
+        self,
+        ns: DurableObjectNamespace,
+        oid: DurableObjectId,
+        fn: Callable[[Any], Awaitable[Any]],
+        callback: Callable[[outcome.Outcome[Any]], None] | None = None,
+        force: bool = False,
+    ) -> None: ...
 
 __all__ = [
     "AlarmManager",
@@ -160,14 +200,9 @@ __all__ = [
 
 log = logging.getLogger("dotrio.alarms")
 
-MAX_RETRIES = 6
-FIRST_RETRY_S = 2.0
-RETRY_JITTER = 0.25
 DEFAULT_MAX_IN_FLIGHT = 1024
 DISPATCH_BATCH = 32
 MAX_SCHEDULES_PER_WAKE = 100
-MAX_CATCH_UP = 100
-MISSED_POLICIES = ("latest", "all", "skip")
 
 # An object id is a 16-byte base plus a 16-byte check that is a function of the
 # base (dotrio._ids), so the base alone names the object: the wheel key and the
@@ -176,109 +211,9 @@ MISSED_POLICIES = ("latest", "all", "skip")
 _BASE_BYTES = 16
 _OID_BITS = 8 * _BASE_BYTES
 _OID_MASK = (1 << _OID_BITS) - 1
-_INT64_MAX = (1 << 63) - 1
-_INT64_MIN = -(1 << 63)
 _UNKNOWN: Any = object()
 _FIRST_TRY = AlarmInfo(retry_count=0, is_retry=False)  # frozen: one instance serves every first try
-_UTC = _dt.timezone.utc
-
-_SCHEDULES_DDL = (
-    "CREATE TABLE IF NOT EXISTS _dotrio_schedules("
-    "id TEXT PRIMARY KEY, seq INTEGER NOT NULL, method TEXT NOT NULL, payload BLOB NOT NULL, "
-    "next_ms INTEGER NOT NULL, cron TEXT, tz TEXT, interval_ms INTEGER, missed TEXT NOT NULL, "
-    "retries INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS _dotrio_schedules_next ON _dotrio_schedules(next_ms)"
-)
 _INDEX_CORRUPT = (apsw.NotADBError, apsw.CorruptError)
-_SCHEDULE_COLUMNS = "id, seq, method, payload, next_ms, cron, tz, interval_ms, missed, retries"
-_HAS_SCHEDULES = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_dotrio_schedules'"
-
-
-def retry_delay(retry: int, rng: random.Random | None = None) -> float:
-    """Seconds before retry number ``retry`` (1-based): 2, 4, ... 64 plus up to 25 %."""
-    base = FIRST_RETRY_S * (2.0 ** (min(max(retry, 1), MAX_RETRIES) - 1))
-    return base * (1.0 + RETRY_JITTER * (rng or random).random())
-
-
-def _clamp(ms: int) -> int:
-    # The wheel stores int64; a time beyond that is "never" for every practical purpose.
-    return _INT64_MAX if ms > _INT64_MAX else _INT64_MIN if ms < _INT64_MIN else ms
-
-
-def _earliest(a: int | None, b: int | None) -> int | None:
-    if a is None:
-        return b
-    if b is None or a <= b:
-        return a
-    return b
-
-
-def _zone(tz: str | None) -> _dt.tzinfo:
-    return _UTC if tz is None else ZoneInfo(tz)
-
-
-def _ms_of(d: _dt.datetime) -> int:
-    return int(round(d.timestamp() * 1000))
-
-
-def _cron_after(expr: str, tz: str | None, after_ms: int) -> int:
-    """The first run of ``expr`` strictly after ``after_ms``."""
-    base = _dt.datetime.fromtimestamp(after_ms / 1000.0, _zone(tz))
-    return _ms_of(croniter(expr, base).get_next(_dt.datetime))
-
-
-def _plan_repeat(
-    cron: str | None, tz: str | None, interval_ms: int | None, missed: str, next_ms: int, now_ms: int
-) -> tuple[int, int, int]:
-    """For a repeating schedule due at ``next_ms``: (runs now, next run, runs skipped)."""
-    if interval_ms:
-        due = (now_ms - next_ms) // interval_ms + 1
-        following = next_ms + due * interval_ms
-    else:
-        assert cron is not None
-        it = croniter(cron, _dt.datetime.fromtimestamp(next_ms / 1000.0, _zone(tz)))
-        due = 1
-        following = _ms_of(it.get_next(_dt.datetime))
-        while following <= now_ms and due <= MAX_CATCH_UP:
-            due += 1
-            following = _ms_of(it.get_next(_dt.datetime))
-        if following <= now_ms:
-            # More than MAX_CATCH_UP behind: counting them all could take
-            # unbounded time, so jump to the first run after now.
-            following = _cron_after(cron, tz, now_ms)
-    if missed == "all":
-        runs = min(due, MAX_CATCH_UP)
-    elif missed == "skip":
-        runs = 1 if due == 1 else 0
-    else:
-        runs = 1
-    return runs, following, due - runs
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """One entry of ``await self.get_schedules()``."""
-
-    id: str
-    method: str
-    payload: Any
-    next_run_ms: int
-    """Epoch milliseconds of the next run (of the next retry, after a failure)."""
-    cron: str | None
-    tz: str | None
-    repeat: float | None
-    """Interval in seconds for ``repeat=`` schedules."""
-    missed: str
-    retries: int
-    """Failed attempts of a one-shot schedule so far."""
-
-    @property
-    def next_run(self) -> _dt.datetime:
-        return _dt.datetime.fromtimestamp(self.next_run_ms / 1000.0, _UTC)
-
-    @property
-    def repeating(self) -> bool:
-        return self.cron is not None or self.repeat is not None
 
 
 @dataclass(frozen=True)
@@ -322,15 +257,15 @@ class _Firing:
         self.when = when
         self.touched = False  # an alarm change was committed while the wake ran
         self.hidden = False  # get_alarm() currently answers None for the firing alarm
-        self.storage: ObjectStorage | None = None
+        self.storage: StorageEngine | None = None
 
 
 class _ObjectAlarms:
     """The storage's ``alarm_listener`` for one live object."""
 
-    __slots__ = ("_mgr", "key", "ns", "oid", "hexid", "name", "storage", "hi", "has_sched")
+    __slots__ = ("_mgr", "key", "ns", "oid", "hexid", "name", "storage", "hi")
 
-    def __init__(self, mgr: AlarmManager, key: int, ns: str, hexid: str, name: str | None, storage: ObjectStorage):
+    def __init__(self, mgr: AlarmManager, key: int, ns: str, hexid: str, name: str | None, storage: StorageEngine):
         self._mgr = mgr
         self.key = key
         self.ns = ns
@@ -341,7 +276,6 @@ class _ObjectAlarms:
         # An upper bound of the object's committed index row: None when the row
         # may be absent, _UNKNOWN until looked up. hi <= T means T is covered.
         self.hi: Any = _UNKNOWN
-        self.has_sched: bool | None = None
 
     def known_covered(self, when_ms: int) -> bool:
         hi = self.hi
@@ -365,8 +299,8 @@ class _ObjectAlarms:
     # ---- AlarmListener -----------------------------------------------------------
 
     def before_alarm_commit(self, when_ms: int | None) -> None:
-        if when_ms is not None and self._mgr._durable and not self.covered(_clamp(when_ms)):
-            self._mgr._cover_now([(self, _clamp(when_ms))], sync=True)
+        if when_ms is not None and self._mgr._durable and not self.covered(clamp_ms(when_ms)):
+            self._mgr._cover_now([(self, clamp_ms(when_ms))], sync=True)
 
     def after_alarm_commit(self, when_ms: int | None) -> None:
         # Raising here would surface after a successful COMMIT: never.
@@ -379,7 +313,7 @@ class _ObjectAlarms:
 class AlarmManager:
     """``rt.alarms``: the wheel, the index, the driver and the scheduler."""
 
-    def __init__(self, runtime: Runtime, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+    def __init__(self, runtime: AlarmRuntime, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ValueError(f"max_in_flight must be a positive int, got {max_in_flight!r}")
         self._runtime = runtime
@@ -487,7 +421,7 @@ class AlarmManager:
             if i is None or len(oid) != _BASE_BYTES:
                 self._orphaned += 1
                 continue
-            wheel.arm((i << _OID_BITS) | int.from_bytes(oid, "big"), _clamp(when))
+            wheel.arm((i << _OID_BITS) | int.from_bytes(oid, "big"), clamp_ms(when))
             self._loaded += 1
 
     def pause(self) -> None:
@@ -565,7 +499,7 @@ class AlarmManager:
         if when_ms is None:
             wheel.cancel(key)
         else:
-            when_ms = _clamp(when_ms)
+            when_ms = clamp_ms(when_ms)
             wheel.arm(key, when_ms)
             self._poke(when_ms)
         index.settle(lis.ns, lis.oid, when_ms, lis.name)
@@ -579,7 +513,7 @@ class AlarmManager:
             firing.touched = True
             return
         self._retry.pop(lis.key, None)
-        self._settle(lis, _earliest(when_ms, self._schedule_next(lis)))
+        self._settle(lis, earliest(when_ms, self._schedule_next(lis)))
 
     def _wake_time(self, lis: _ObjectAlarms) -> int | None:
         key = lis.key
@@ -590,7 +524,7 @@ class AlarmManager:
         else:
             retry = self._retry.get(key)
             user = row if retry is None or retry[1] <= row else retry[1]
-        return _earliest(user, self._schedule_next(lis))
+        return earliest(user, self._schedule_next(lis))
 
     # ---- the hooks that batch covers ------------------------------------------------
 
@@ -599,13 +533,13 @@ class AlarmManager:
         index does not cover yet joins the next batch instead of costing its own
         index transaction inside the commit."""
         storage = actor.storage
-        ms = storage._alarm_pending
-        if ms is _UNSET or ms is None or not self._running or not self._durable:
+        ms = storage.pending_alarm_ms()
+        if ms is None or not self._running or not self._durable:
             return
         lis = storage.alarm_listener
-        if not isinstance(lis, _ObjectAlarms) or lis.known_covered(_clamp(ms)):
+        if not isinstance(lis, _ObjectAlarms) or lis.known_covered(clamp_ms(ms)):
             return
-        self._covers.append((lis, _clamp(ms)))
+        self._covers.append((lis, clamp_ms(ms)))
         done = self._batch_done
         self._wake_writer()
         await done.wait()
@@ -618,12 +552,12 @@ class AlarmManager:
         covers = []
         for actor in actors:
             storage = actor.storage
-            ms = storage._alarm_pending
-            if ms is _UNSET or ms is None or storage.in_transaction:
+            ms = storage.pending_alarm_ms()
+            if ms is None or storage.in_transaction:
                 continue
             lis = storage.alarm_listener
-            if isinstance(lis, _ObjectAlarms) and not lis.known_covered(_clamp(ms)):
-                covers.append((lis, _clamp(ms)))
+            if isinstance(lis, _ObjectAlarms) and not lis.known_covered(clamp_ms(ms)):
+                covers.append((lis, clamp_ms(ms)))
         if covers:
             try:
                 self._cover_now(covers)
@@ -691,7 +625,7 @@ class AlarmManager:
             if self._paused:
                 await trio.sleep_forever()
             if room > 0:
-                due = wheel.pop_due(_clamp(clock.now_ms()), min(room, max(1, self.dispatch_batch)))
+                due = wheel.pop_due(clamp_ms(clock.now_ms()), min(room, max(1, self.dispatch_batch)))
                 if due:
                     for i, (key, when) in enumerate(due):
                         if not self._dispatch(key, when):
@@ -724,12 +658,12 @@ class AlarmManager:
             return True
         rt = self._runtime
         ns_name = self._ns_names[key >> _OID_BITS]
-        ns = rt._namespaces.get(ns_name)
+        ns = rt.find_namespace(ns_name)
         if ns is None:
             self._orphaned += 1
             return True
         base = (key & _OID_MASK).to_bytes(_BASE_BYTES, "big")
-        hexid = (base + ns._ids._check(base)).hex()
+        hexid = rt.object_hex_id(ns_name, base)
         actor = rt.live_actor((ns_name, hexid))
         firing = _Firing(key, when)
         if actor is not None:
@@ -756,7 +690,7 @@ class AlarmManager:
     def _actor_key(self, key: int) -> tuple[str, str]:
         ns_name = self._ns_names[key >> _OID_BITS]
         base = (key & _OID_MASK).to_bytes(_BASE_BYTES, "big")
-        return ns_name, (base + self._runtime._namespaces[ns_name]._ids._check(base)).hex()
+        return ns_name, self._runtime.object_hex_id(ns_name, base)
 
     # ---- one wake, inside the object ---------------------------------------------------
 
@@ -777,12 +711,12 @@ class AlarmManager:
         if row is not None and row <= now and (retry is None or retry[1] <= now):
             await self._run_alarm(instance, storage, firing, row, retry[0] if retry else 0)
             ran = True
-        if self._has_schedules(lis):
-            ran = await self._run_schedules(instance, storage, lis) or ran
+        if storage.schedules.exists():
+            ran = await self._run_schedules(instance, storage) or ran
         if not ran:
             self._spurious += 1
 
-    async def _run_alarm(self, instance: Any, storage: ObjectStorage, firing: _Firing, row: int, n: int) -> None:
+    async def _run_alarm(self, instance: Any, storage: StorageEngine, firing: _Firing, row: int, n: int) -> None:
         key = firing.key
         handler = getattr(instance, "alarm", None)
         if handler is None or n > MAX_RETRIES:
@@ -792,7 +726,7 @@ class AlarmManager:
             self._retry.pop(key, None)
             self._dropped += 1
             return
-        storage._set_alarm_view(None)
+        storage.set_alarm_view(None)
         firing.hidden = True
         firing.touched = False
         error: Exception | None = None
@@ -805,10 +739,10 @@ class AlarmManager:
         except Exception as exc:
             error = exc
         firing.hidden = False
-        touched = firing.touched or storage._alarm_pending is not _UNSET
+        touched = firing.touched or storage.alarm_pending
         if not firing.touched:
             # Nothing committed meanwhile: the row is still the one that fired.
-            storage._set_alarm_view(row)
+            storage.set_alarm_view(row)
         if error is None:
             self._alarms_run += 1
         else:
@@ -824,11 +758,11 @@ class AlarmManager:
                 self._dropped += 1
         else:
             assert self._clock is not None
-            delay_ms = int(round(retry_delay(n + 1, self.rng) * 1000))
+            delay_ms = retry_delay_ms(n + 1, self.rng)
             self._retry[key] = (n + 1, self._clock.now_ms() + delay_ms)
             self._retries += 1
 
-    def _woken(self, firing: _Firing, result: outcome.Outcome) -> None:
+    def _woken(self, firing: _Firing, result: outcome.Outcome[Any]) -> None:
         """The wake event finished (its writes are committed, or the object was reset)."""
         if self._firing.get(firing.key) is firing:
             del self._firing[firing.key]
@@ -837,14 +771,14 @@ class AlarmManager:
             scope = self._sleep_scope
             if scope is not None:
                 scope.cancel()
-        if not self._running or getattr(self._runtime, "_closing", False):
+        if not self._running or self._runtime.closing:
             return
         try:
             self._after_wake(firing, result)
         except Exception:
             log.exception("alarm bookkeeping failed after a wake")
 
-    def _after_wake(self, firing: _Firing, result: outcome.Outcome) -> None:
+    def _after_wake(self, firing: _Firing, result: outcome.Outcome[Any]) -> None:
         key = firing.key
         storage = firing.storage
         if storage is None:
@@ -854,7 +788,7 @@ class AlarmManager:
             self._alarm_failures += 1
             log.warning("alarm wake of %s/%s failed", *self._actor_key(key), exc_info=result.error)
             if storage is not None and firing.hidden:
-                storage._set_alarm_view(_UNSET)  # forget the hidden view: re-read the row
+                storage.reload_alarm()  # forget the hidden view: re-read the row
             # Whatever failed (alarm(), a schedule that reset the object, the
             # constructor), what it left due is still due: back off before the
             # next wake, or a reset-looping object would spin.
@@ -869,7 +803,7 @@ class AlarmManager:
                 self._wheel.cancel(key)
                 return
             assert self._clock is not None
-            not_before = self._clock.now_ms() + int(round(retry_delay(fails, self.rng) * 1000))
+            not_before = self._clock.now_ms() + retry_delay_ms(fails, self.rng)
             self._wake_failures[key] = (fails, not_before)
             if not firing.touched:
                 n = self._retry.get(key, (0, 0))[0] + 1
@@ -880,7 +814,18 @@ class AlarmManager:
         lis = storage.alarm_listener if storage is not None else None
         if not isinstance(lis, _ObjectAlarms):
             return
-        when = self._wake_time(lis)
+        try:
+            when = self._wake_time(lis)
+        except StorageError as exc:
+            # The object's database cannot be read now (a failing disk): what
+            # was due stays due. Look again after a back-off, never forget it.
+            log.warning("could not read the alarm of %s/%s after a wake (%s); trying again later",
+                        *self._actor_key(key), exc)
+            if key not in self._wake_failures:
+                assert self._clock is not None
+                not_before = self._clock.now_ms() + int(round(retry_delay(1, self.rng) * 1000))
+                self._wake_failures[key] = (1, not_before)
+            when = self._wake_failures[key][1]
         backoff = self._wake_failures.get(key)
         if when is not None and backoff is not None and when < backoff[1]:
             when = backoff[1]
@@ -888,61 +833,34 @@ class AlarmManager:
 
     # ---- schedules ----------------------------------------------------------------------
 
-    def _has_schedules(self, lis: _ObjectAlarms) -> bool:
-        if lis.has_sched is None:
-            conn = lis.storage._connection(False)
-            lis.has_sched = conn is not None and bool(conn.execute(_HAS_SCHEDULES).fetchall())
-        return lis.has_sched
-
     def _schedule_next(self, lis: _ObjectAlarms) -> int | None:
-        if not self._has_schedules(lis):
-            return None
-        conn = lis.storage._connection(False)
-        if conn is None:
-            return None
-        try:
-            rows = conn.execute("SELECT min(next_ms) FROM _dotrio_schedules").fetchall()
-        except apsw.SQLError:
-            lis.has_sched = False  # dropped by delete_all()
-            return None
-        value = rows[0][0]
-        return None if value is None else int(value)
+        return lis.storage.schedules.next_run_ms()
 
-    async def _run_schedules(self, instance: Any, storage: ObjectStorage, lis: _ObjectAlarms) -> bool:
-        conn = storage._connection(False)
-        if conn is None:
+    async def _run_schedules(self, instance: Any, storage: StorageEngine) -> bool:
+        if storage.read_connection() is None:
             return False
         assert self._clock is not None
         now = self._clock.now_ms()
-        try:
-            rows = conn.execute(
-                f"SELECT {_SCHEDULE_COLUMNS} FROM _dotrio_schedules WHERE next_ms <= ? "
-                "ORDER BY next_ms, id LIMIT ?",
-                (now, MAX_SCHEDULES_PER_WAKE),
-            ).fetchall()
-        except apsw.SQLError:
-            lis.has_sched = False
-            return False
+        table = storage.schedules
+        rows = table.due(now, MAX_SCHEDULES_PER_WAKE)
         for row in rows:
-            conn = storage._connection(False)
-            if conn is None or not conn.execute(
-                "SELECT 1 FROM _dotrio_schedules WHERE id=? AND seq=?", (row[0], row[1])
-            ).fetchall():
+            if not table.is_current(row.id, row.seq):
                 continue  # cancelled or replaced by an earlier run of this wake
             await self._run_schedule(instance, storage, row, now)
         return bool(rows)
 
-    async def _run_schedule(self, instance: Any, storage: ObjectStorage, row: tuple, now: int) -> None:
+    async def _run_schedule(self, instance: Any, storage: StorageEngine, row: ScheduleRow, now: int) -> None:
         sid, seq, method, payload, next_ms, cron, tz, interval_ms, missed, retries = row
+        table = storage.schedules
         fn = getattr(instance, method, None)
         if not callable(fn):
             log.warning("schedule %r: %s has no method %r; dropping it", sid, type(instance).__name__, method)
             self._schedule_failures += 1
-            _schedule_write(storage, "DELETE FROM _dotrio_schedules WHERE id=? AND seq=?", (sid, seq))
+            table.delete_run(sid, seq)
             return
         repeating = cron is not None or interval_ms is not None
         if repeating:
-            runs, following, skipped = _plan_repeat(cron, tz, interval_ms, missed, next_ms, now)
+            runs, following, skipped = plan_repeat(cron, tz, interval_ms, missed, next_ms, now)
             self._skipped += skipped
         else:
             runs, following = 1, 0
@@ -960,22 +878,15 @@ class AlarmManager:
                 self._schedule_failures += 1
                 log.warning("schedule %r (%s.%s) raised", sid, type(instance).__name__, method, exc_info=True)
         if repeating:
-            _schedule_write(
-                storage, "UPDATE _dotrio_schedules SET next_ms=?, retries=0 WHERE id=? AND seq=?", (following, sid, seq)
-            )
+            table.move(sid, seq, following)
         elif failed and retries < MAX_RETRIES:
             assert self._clock is not None
-            at = self._clock.now_ms() + int(round(retry_delay(retries + 1, self.rng) * 1000))
-            _schedule_write(
-                storage,
-                "UPDATE _dotrio_schedules SET next_ms=?, retries=retries+1 WHERE id=? AND seq=?",
-                (at, sid, seq),
-            )
+            table.retry(sid, seq, self._clock.now_ms() + retry_delay_ms(retries + 1, self.rng))
             self._retries += 1
         else:
             if failed:
                 self._dropped += 1
-            _schedule_write(storage, "DELETE FROM _dotrio_schedules WHERE id=? AND seq=?", (sid, seq))
+            table.delete_run(sid, seq)
 
     def add_schedule(
         self,
@@ -992,7 +903,7 @@ class AlarmManager:
         """``DurableObject.schedule``: validate, store the row, make sure the object wakes."""
         if not isinstance(method, str):
             raise TypeError(f"schedule() method must be a method name (str), got {type(method).__name__}")
-        if method in HANDLER_NAMES or method in _SCHEDULER_NAMES or not callable(
+        if method in HANDLER_NAMES or method in SCHEDULER_NAMES or not callable(
             getattr(actor.namespace.cls, method, None)
         ):
             raise ValueError(f"schedule(): {actor.namespace.cls.__name__} has no schedulable method {method!r}")
@@ -1000,61 +911,16 @@ class AlarmManager:
             raise ValueError(f"schedule() missed must be one of {MISSED_POLICIES}, got {missed!r}")
         if id is not None and (not isinstance(id, str) or not id or len(id) > 256):
             raise ValueError("schedule() id must be a non-empty str of at most 256 characters")
-        if tz is not None:
-            if not isinstance(when, str):
-                raise ValueError("schedule() tz applies to cron schedules only")
-            try:
-                _zone(tz)
-            except (ZoneInfoNotFoundError, ValueError, TypeError):
-                raise ValueError(f"schedule() tz {tz!r} is not a known time zone") from None
         clock = self._clock
         if clock is None:
             raise DotrioError("the runtime is not running")
-        now = clock.now_ms()
-        cron: str | None = None
-        if isinstance(when, bool):
-            raise TypeError("schedule() when must be seconds, an aware datetime or a cron string, got bool")
-        if isinstance(when, str):
-            if not croniter.is_valid(when):
-                raise ValueError(f"schedule(): {when!r} is not a valid cron expression")
-            cron = when
-            first = _cron_after(cron, tz, now)
-        elif isinstance(when, (int, float)):
-            if not math.isfinite(when) or when < 0:
-                raise ValueError(f"schedule() delay must be a finite number of seconds >= 0, got {when!r}")
-            first = now + int(round(when * 1000))
-        elif isinstance(when, _dt.datetime):
-            if when.tzinfo is None or when.utcoffset() is None:
-                raise ValueError("schedule() got a naive datetime; pass an aware one (e.g. tzinfo=timezone.utc)")
-            first = _ms_of(when)
-        else:
-            raise TypeError(
-                f"schedule() when must be seconds, an aware datetime or a cron string, got {type(when).__name__}"
-            )
-        interval_ms: int | None = None
-        if repeat is not None:
-            if cron is not None:
-                raise ValueError("schedule(): a cron schedule repeats by itself; repeat= is for delays and datetimes")
-            if isinstance(repeat, bool) or not isinstance(repeat, (int, float)) or not math.isfinite(repeat):
-                raise ValueError(f"schedule() repeat must be a positive number of seconds, got {repeat!r}")
-            if repeat <= 0:
-                raise ValueError(f"schedule() repeat must be a positive number of seconds, got {repeat!r}")
-            interval_ms = max(1, int(round(repeat * 1000)))
+        first, cron, interval_ms = first_run(when, clock.now_ms(), repeat=repeat, missed=missed, tz=tz)
         data = encode_value(payload)
         sid = id if id is not None else secrets.token_hex(8)
-        first = _clamp(first)
         storage = actor.storage
         lis = storage.alarm_listener
         assert isinstance(lis, _ObjectAlarms)
-        conn = _schedule_conn(storage, lis)
-        try:
-            conn.execute(
-                f"INSERT OR REPLACE INTO _dotrio_schedules({_SCHEDULE_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?,0)",
-                (sid, secrets.randbits(62), method, data, first, cron, tz, interval_ms, missed),
-            )
-        except apsw.Error as e:
-            raise StorageError(f"schedule() failed: {e}") from e
-        storage._mark_dirty()
+        storage.schedules.insert(sid, secrets.randbits(62), method, data, first, cron, tz, interval_ms, missed)
         # The row commits with the turn; the index must cover it before that,
         # and a turn that is then dropped only leaves an early (spurious) wake.
         if self._durable and not lis.covered(first):
@@ -1067,41 +933,32 @@ class AlarmManager:
         return sid
 
     def list_schedules(self, actor: Actor) -> list[Schedule]:
-        storage = actor.storage
-        conn = storage._connection(False)
-        if conn is None:
-            return []
-        try:
-            rows = conn.execute(f"SELECT {_SCHEDULE_COLUMNS} FROM _dotrio_schedules ORDER BY next_ms, id").fetchall()
-        except apsw.SQLError:
-            return []
+        """``DurableObject.get_schedules``: every schedule of the object, soonest first."""
         return [
             Schedule(
-                id=sid,
-                method=method,
-                payload=decode(payload),
-                next_run_ms=int(next_ms),
-                cron=cron,
-                tz=tz,
-                repeat=None if interval_ms is None else interval_ms / 1000.0,
-                missed=missed,
-                retries=int(retries),
+                id=row.id,
+                method=row.method,
+                payload=decode(row.payload),
+                next_run_ms=int(row.next_ms),
+                cron=row.cron,
+                tz=row.tz,
+                repeat=None if row.interval_ms is None else row.interval_ms / 1000.0,
+                missed=row.missed,
+                retries=int(row.retries),
             )
-            for sid, _seq, method, payload, next_ms, cron, tz, interval_ms, missed, retries in rows
+            for row in actor.storage.schedules.rows()
         ]
 
     def remove_schedule(self, actor: Actor, sid: str) -> bool:
+        """``DurableObject.cancel_schedule``: delete a schedule; whether it existed."""
         if not isinstance(sid, str):
             raise TypeError(f"cancel_schedule() takes a schedule id (str), got {type(sid).__name__}")
         storage = actor.storage
-        if storage._connection(False) is None:
-            return False
-        lis = storage.alarm_listener
-        if isinstance(lis, _ObjectAlarms) and not self._has_schedules(lis):
+        if storage.read_connection() is None or not storage.schedules.exists():
             return False
         # The wheel keeps the cancelled time: a spurious wake later, which
         # re-reads the rows. Cheaper than recomputing here, and always safe.
-        return _schedule_write(storage, "DELETE FROM _dotrio_schedules WHERE id=?", (sid,)) > 0
+        return storage.schedules.delete(sid) > 0
 
     # ---- statistics -------------------------------------------------------------------
 
@@ -1127,46 +984,6 @@ class AlarmManager:
             loaded_on_start=self._loaded,
             orphaned_rows=self._orphaned,
             sync_covers=self._sync_covers,
-            index=index.statistics() if index is not None and not index._closed else None,
+            index=index.statistics() if index is not None and not index.closed else None,
             wheel=wheel.statistics() if wheel is not None else None,
         )
-
-
-_SCHEDULER_NAMES = frozenset({"schedule", "get_schedules", "cancel_schedule"})
-
-
-def _schedule_conn(storage: ObjectStorage, lis: _ObjectAlarms) -> apsw.Connection:
-    """The object's connection inside its open write transaction, with the table."""
-    conn = storage._connection(True)
-    assert conn is not None
-    storage._begin(conn)
-    if not lis.has_sched:
-        try:
-            conn.execute(_SCHEDULES_DDL)
-        except apsw.Error as e:
-            raise StorageError(f"could not create the schedules table: {e}") from e
-        lis.has_sched = True
-    return conn
-
-
-def _schedule_write(storage: ObjectStorage, sql: str, args: tuple) -> int:
-    """Run a write on the object's schedules in its open transaction; rows changed."""
-    conn = storage._connection(True)
-    assert conn is not None
-    opened = not storage._txn_open
-    storage._begin(conn)
-    before = conn.total_changes()
-    try:
-        conn.execute(sql, args)
-    except apsw.SQLError:
-        changed = 0  # no table: nothing to change
-    except apsw.Error as e:
-        raise StorageError(f"schedule write failed: {e}") from e
-    else:
-        changed = conn.total_changes() - before
-    if changed:
-        storage._mark_dirty()
-    else:
-        # A transaction opened for nothing must not stay open (it pins the connection).
-        storage._end_if_clean(conn, opened)
-    return changed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import inspect
 import itertools
+import logging
 import math
 import os
 import re
@@ -39,6 +40,8 @@ from ..storage._datadir import SECRET_BYTES, load_or_create_secret, lock_data_di
 from ._actor import Actor, ActorKey, Event, Gone
 from ._alarms import AlarmManager
 
+log = logging.getLogger("dotrio.runtime")
+
 __all__ = ["ConfigReader", "Runtime", "RuntimeStatistics", "Namespace", "set_config_reader"]
 
 #: Reads a config file into ``Runtime`` keyword arguments.
@@ -60,6 +63,8 @@ _PASSTHROUGH = (DurableObjectId, DurableObjectStub)
 
 @dataclass(frozen=True)
 class RuntimeStatistics:
+    """``rt.statistics()``: counters of a Runtime and its subsystems."""
+
     live_objects: int
     activations: int
     evictions: int
@@ -103,7 +108,11 @@ class Runtime:
     alarm index (rebuilding it from the objects' databases if it is missing,
     empty or corrupt); any of these failing raises
     :class:`~dotrio.DataDirError` naming the file, what is wrong and what to
-    do, with nothing left open."""
+    do, with nothing left open.
+
+    ``max_sql_result_rows`` (default 100,000) is the most rows one
+    ``sql.exec()`` result may have; more raises ``StorageError`` naming the
+    limit (building a bigger result would hold every object of the process)."""
 
     def __init__(
         self,
@@ -151,7 +160,9 @@ class Runtime:
         self._deadline_seq = itertools.count()
         self._deadline_watcher = False
         self._deadline_scope: trio.CancelScope | None = None
+        self._prune_at = 4096
         self._namespaces: dict[str, DurableObjectNamespace] = {}
+        self._id_factories: dict[str, IdFactory] = {}
         self.env = Env({})
         self.clock: RuntimeClock | None = None
         self._nursery: trio.Nursery | None = None
@@ -227,7 +238,8 @@ class Runtime:
             env: dict[str, Any] = dict(self._vars)
             for bname, cls in self._bindings.items():
                 ns_name = self._namespace_names.get(cls.__name__, cls.__name__)
-                ns = DurableObjectNamespace(self, ns_name, cls, IdFactory(ns_name, secret))
+                ids = self._id_factories[ns_name] = IdFactory(ns_name, secret)
+                ns = DurableObjectNamespace(self, ns_name, cls, ids)
                 self._namespaces[ns_name] = ns
                 env[bname] = ns
             self.env = Env(env)
@@ -269,7 +281,7 @@ class Runtime:
 
     def _shutdown_storage(self) -> None:
         for actor in list(self._actors.values()):
-            if actor.is_idle() or not actor._running:
+            if actor.is_idle() or not actor.handlers_running:
                 actor.flush()
             actor.evict()
         self._actors.clear()
@@ -277,6 +289,7 @@ class Runtime:
         self.backend.close()
 
     def statistics(self) -> RuntimeStatistics:
+        """Counters of the runtime and its subsystems (objects, storage, alarms), for monitoring."""
         return RuntimeStatistics(
             live_objects=len(self._actors),
             activations=self._activations,
@@ -299,6 +312,7 @@ class Runtime:
 
     @property
     def namespaces(self) -> dict[str, DurableObjectNamespace]:
+        """The namespaces by their storage name (the class name unless a migration renamed it)."""
         return dict(self._namespaces)
 
     # ---- activation -------------------------------------------------------------------
@@ -319,7 +333,31 @@ class Runtime:
         return actor
 
     def live_actor(self, key: ActorKey) -> Actor | None:
+        """The live actor of ``(namespace, hex id)``, or None if not activated."""
         return self._actors.get(key)
+
+    def find_namespace(self, name: str) -> DurableObjectNamespace | None:
+        """The namespace whose storage name is ``name`` (class name unless renamed), or None."""
+        return self._namespaces.get(name)
+
+    def object_hex_id(self, namespace: str, base: bytes) -> str:
+        """The full hex id, in namespace ``namespace``, of the object whose id starts with ``base``."""
+        return self._id_factories[namespace].hex_from_base(base)
+
+    @property
+    def closing(self) -> bool:
+        """True once the runtime is shutting down (it accepts no new events)."""
+        return self._closing
+
+    @property
+    def accepts_background(self) -> bool:
+        """Whether :meth:`start_background` can start a task now."""
+        return self._nursery is not None and not self._closing
+
+    def start_background(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn()`` in the runtime's nursery (only while :attr:`accepts_background`)."""
+        assert self._nursery is not None
+        self._nursery.start_soon(fn)
 
     def submit(self, ns: DurableObjectNamespace, oid: DurableObjectId, event: Event, force: bool = False) -> Actor:
         """Queue ``event`` for the object, activating it if needed."""
@@ -361,7 +399,8 @@ class Runtime:
         are bounded elsewhere (one close per socket, one alarm per object)."""
         self.submit(ns, oid, Event(fn, None, callback), force=force)
 
-    async def _fetch(self, ns: DurableObjectNamespace, oid: DurableObjectId, request: Request) -> Response:
+    async def fetch_object(self, ns: DurableObjectNamespace, oid: DurableObjectId, request: Request) -> Response:
+        """Deliver ``request`` to the object's ``fetch`` (what ``stub.fetch`` does)."""
         async def run(instance: Any) -> Response:
             response = await instance.fetch(request)
             if not isinstance(response, Response):
@@ -372,9 +411,11 @@ class Runtime:
 
         return await self.call(ns, oid, run)
 
-    async def _rpc(
+    async def call_object(
         self, ns: DurableObjectNamespace, oid: DurableObjectId, name: str, args: tuple, kwargs: dict
     ) -> Any:
+        """Call the object's RPC method ``name`` with copies of the arguments
+        and return a copy of its result (what ``await stub.method(...)`` does)."""
         args = _rpc_copy(args, "pass", "args")
         kwargs = _rpc_copy(kwargs, "pass", "kwargs")
 
@@ -402,13 +443,12 @@ class Runtime:
         scope = self._deadline_scope
         if scope is not None and event.deadline < scope.deadline:
             scope.deadline = event.deadline
-        elif len(self._deadlines) > 4096 and len(self._deadlines) > 4 * self._live_watched():
-            # Most entries are of handlers that finished long before: prune.
+        elif len(self._deadlines) > self._prune_at:
+            # Entries of handlers that finished stay until their deadline: drop
+            # them now and then (amortized: the next prune waits for twice as many).
             self._deadlines = [e for e in self._deadlines if e[3].running]
             heapq.heapify(self._deadlines)
-
-    def _live_watched(self) -> int:
-        return sum(1 for e in self._deadlines if e[3].running) or 1
+            self._prune_at = max(4096, 2 * len(self._deadlines))
 
     async def _watch_deadlines(self) -> None:
         while True:
@@ -422,11 +462,15 @@ class Runtime:
             now = trio.current_time()
             while deadlines and deadlines[0][0] <= now:
                 _, _, actor, event = heapq.heappop(deadlines)
-                actor.deadline_passed(event)
+                try:
+                    actor.deadline_passed(event)
+                except Exception:  # one object must not stop the watch for all
+                    log.exception("resetting %s/%s at its request deadline failed", actor.namespace.name, actor.id)
 
     # ---- background tasks --------------------------------------------------------------
 
-    def _schedule_flush(self, actor: Actor) -> None:
+    def schedule_flush(self, actor: Actor) -> None:
+        """The flusher commits ``actor``'s writes at its next pass."""
         self._dirty[actor.key] = actor
         parked = self._flusher_parked
         if parked is not None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import outcome
 import trio
@@ -16,18 +16,44 @@ import trio
 from .._errors import OverloadedError
 from .._websocket import (
     CLOSED,
-    CONNECTING,
     MAX_SOCKETS_PER_OBJECT,
     MAX_TAG_LENGTH,
     MAX_TAGS,
-    OPEN,
+    ActorKey,
     WebSocket,
     WebSocketRequestResponsePair,
+    auto_answer,
+    auto_response_timestamp,
+    bind_hibernatable,
+    is_accepted,
+    socket_key,
+    socket_tags,
 )
 
 if TYPE_CHECKING:
-    from ._actor import Actor, ActorKey
-    from ._runtime import Runtime
+    from .._ids import DurableObjectId
+    from .._namespace import DurableObjectNamespace
+    from ._actor import Actor
+
+
+class SocketRuntime(Protocol):
+    """What the registry needs of the Runtime: finding and posting to objects."""
+
+    @property
+    def closing(self) -> bool: ...
+
+    def live_actor(self, key: ActorKey) -> Actor | None: ...
+
+    def find_namespace(self, name: str) -> DurableObjectNamespace | None: ...
+
+    def post(
+        self,
+        ns: DurableObjectNamespace,
+        oid: DurableObjectId,
+        fn: Callable[[Any], Awaitable[Any]],
+        callback: Callable[[outcome.Outcome[Any]], None] | None = None,
+        force: bool = False,
+    ) -> None: ...
 
 __all__ = ["WebSocketRegistry", "WebSocketStatistics"]
 
@@ -52,7 +78,7 @@ class _ObjectSockets:
 class WebSocketRegistry:
     """Every hibernatable socket of a Runtime, by object. Survives eviction."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: SocketRuntime) -> None:
         self.runtime = runtime
         self._by_object: dict[ActorKey, _ObjectSockets] = {}
         self._auto_responses = 0
@@ -60,7 +86,7 @@ class WebSocketRegistry:
     def accept(self, actor: Actor, ws: WebSocket, tags: Iterable[str] | None) -> None:
         if not isinstance(ws, WebSocket):
             raise TypeError(f"accept_websocket() takes a WebSocket, got {type(ws).__name__}")
-        if ws._hibernatable or ws._inbound_recv is not None:
+        if is_accepted(ws):
             raise RuntimeError("this WebSocket was already accepted")
         tag_tuple = tuple(tags) if tags is not None else ()
         if len(tag_tuple) > MAX_TAGS:
@@ -75,12 +101,7 @@ class WebSocketRegistry:
             entry = self._by_object[actor.key] = _ObjectSockets()
         if len(entry.sockets) >= MAX_SOCKETS_PER_OBJECT:
             raise RuntimeError(f"an object can accept at most {MAX_SOCKETS_PER_OBJECT} WebSockets")
-        ws._registry = self
-        ws._actor_key = actor.key
-        ws._hibernatable = True
-        ws._tags = tuple(dict.fromkeys(tag_tuple))
-        if ws._state == CONNECTING:
-            ws._state = OPEN
+        bind_hibernatable(ws, self, actor.key, tuple(dict.fromkeys(tag_tuple)))
         entry.sockets[ws] = None
 
     def get_websockets(self, key: ActorKey, tag: str | None = None) -> list[WebSocket]:
@@ -88,13 +109,13 @@ class WebSocketRegistry:
         if entry is None:
             return []
         if tag is None:
-            return [ws for ws in entry.sockets if ws._state != CLOSED]
-        return [ws for ws in entry.sockets if tag in ws._tags and ws._state != CLOSED]
+            return [ws for ws in entry.sockets if ws.ready_state != CLOSED]
+        return [ws for ws in entry.sockets if tag in socket_tags(ws) and ws.ready_state != CLOSED]
 
     def get_tags(self, key: ActorKey, ws: WebSocket) -> list[str]:
-        if ws._actor_key != key:
+        if socket_key(ws) != key:
             raise ValueError("this WebSocket was not accepted by this object")
-        return list(ws._tags)
+        return list(socket_tags(ws))
 
     def set_auto_response(self, key: ActorKey, pair: WebSocketRequestResponsePair | None) -> None:
         if pair is not None and not isinstance(pair, WebSocketRequestResponsePair):
@@ -111,29 +132,32 @@ class WebSocketRegistry:
         return None if entry is None else entry.auto
 
     def get_auto_response_timestamp(self, ws: WebSocket) -> _dt.datetime | None:
-        return ws._auto_ts
+        return auto_response_timestamp(ws)
+
+    def live_actor(self, key: ActorKey) -> Actor | None:
+        """The live object that holds sockets under ``key`` (their output gate)."""
+        return self.runtime.live_actor(key)
 
     def hibernatable_only(self, actor: Actor) -> bool:
         entry = self._by_object.get(actor.key)
         return entry is not None and bool(entry.sockets)
 
     def _target(self, ws: WebSocket) -> tuple[Any, Any] | None:
-        key = ws._actor_key
+        key = socket_key(ws)
         if key is None:
             return None
-        ns = self.runtime._namespaces.get(key[0])
+        ns = self.runtime.find_namespace(key[0])
         if ns is None:
             return None
         return ns, ns.id_from_string(key[1])
 
     def _auto_respond(self, ws: WebSocket, data: str | bytes) -> bool:
-        key = ws._actor_key
+        key = socket_key(ws)
         entry = self._by_object.get(key) if key is not None else None
         if entry is None or entry.auto is None or not isinstance(data, str) or data != entry.auto.request:
             return False
         self._auto_responses += 1
-        ws._auto_ts = _dt.datetime.now(_dt.timezone.utc)
-        ws._send_now(entry.auto.response)
+        auto_answer(ws, entry.auto.response)
         return True
 
     def _message_event(self, ws: WebSocket, data: str | bytes) -> Any:
@@ -184,20 +208,20 @@ class WebSocketRegistry:
         self._post(ws, run, "websocket_error", force=True)
 
     def _forget(self, ws: WebSocket) -> None:
-        key = ws._actor_key
+        key = socket_key(ws)
         entry = self._by_object.get(key) if key is not None else None
         if entry is not None:
             entry.sockets.pop(ws, None)
-            if not entry.sockets and entry.auto is None:
+            if not entry.sockets and entry.auto is None and key is not None:
                 del self._by_object[key]
 
     def _post(self, ws: WebSocket, run: Any, what: str, force: bool) -> bool:
         target = self._target(ws)
-        if target is None or self.runtime._closing:
+        if target is None or self.runtime.closing:
             return False
         ns, oid = target
 
-        def done(result: outcome.Outcome) -> None:
+        def done(result: outcome.Outcome[Any]) -> None:
             if isinstance(result, outcome.Error):
                 log.warning("%s handler of %s/%s raised %r", what, ns.name, oid, result.error)
 

@@ -20,8 +20,9 @@ from typing import Any
 
 import trio
 
-from .._http import Headers, Request, Response
-from ._control import ConnectionStatistics, Handler, ServerControl, ServerStatistics
+from .._http import Request, Response, headers_from_raw, trusted_request
+from .._websocket import attach_transport
+from ._control import ConnectionStatistics, Handler, ServerControl, ServerStatistics, bind_control, mark_stopped
 from ._http1 import HOST_CHARS, ProtocolFailure, smuggling
 from ._hypercorn_shim import enable_close_codes, enable_strict_http1
 from ._limits import BodyBudget, ServerLimits
@@ -174,7 +175,7 @@ class ASGIApp:
             else:
                 host = b"localhost"
         query = scope.get("query_string", b"")
-        url = scheme.encode("ascii") + b"://" + host + path
+        url: bytes = scheme.encode("ascii") + b"://" + host + path
         if query:
             url += b"?" + query
         return url.decode("latin-1")
@@ -274,7 +275,7 @@ class ASGIApp:
                     parts.append(chunk)
                 if not message.get("more_body", False):
                     break
-            request = Request._trusted(url, scope["method"], Headers._from_raw(scope["headers"]), b"".join(parts))
+            request = trusted_request(url, scope["method"], headers_from_raw(scope["headers"]), b"".join(parts))
             del parts
             await self._answer(scope, send, request)
         finally:
@@ -313,8 +314,7 @@ class ASGIApp:
                         "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
             await send({"type": "websocket.http.response.body", "body": url.reason.encode("utf-8") + b"\n"})
             return
-        request = Request._trusted(url, "GET", Headers._from_raw(scope["headers"]), b"")
-        request._ws_upgrade = True
+        request = trusted_request(url, "GET", headers_from_raw(scope["headers"]), b"", ws_upgrade=True)
         response = await self._call(request)
         if response is None or response.status != 101 or response.web_socket is None:
             if response is None or response.status == 101:
@@ -337,7 +337,7 @@ class ASGIApp:
         ]
         await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": extra})
         transport = _ASGITransport(self.limits.ws_send_buffer)
-        endpoint = response.web_socket._attach(transport)
+        endpoint = attach_transport(response.web_socket, transport)
         self.live.add(transport)
         self.ws_total += 1
         if self.draining:
@@ -417,7 +417,7 @@ class _HypercornBackend:
         app = self.app
         return ServerStatistics(
             front_end="hypercorn",
-            addresses=list(self.control._addresses),
+            addresses=self.control.addresses,
             accepting=not app.draining,
             shutting_down=app.draining,
             open_connections=-1,  # hypercorn does not expose it
@@ -486,8 +486,8 @@ async def serve_hypercorn(
                 hostport = bind.split("://", 1)[1]
                 h, _, p = hostport.rpartition(":")
                 addresses.append((h.strip("[]"), int(p)))
-            control._bind(_HypercornBackend(app, control), addresses)
+            bind_control(control, _HypercornBackend(app, control), addresses)
             task_status.started(control)
     finally:
-        control._stopped.set()
+        mark_stopped(control)
 

@@ -18,9 +18,10 @@ from typing import Any, NoReturn
 
 import click
 
-from .. import __version__
 from .._config import CONFIG_NAMES, Config, find_config, load_config
 from .._errors import ConfigError, DataDirError
+from .._version import __version__
+from ._cli_fsck import fsck
 
 __all__ = ["main"]
 
@@ -84,8 +85,10 @@ _CONFIG_ARG = click.argument("config", required=False, type=click.Path(dir_okay=
               help="One line per request on the dotrio.access logger [default: off, or [server] access_log].")
 @click.option("--shutdown-grace", default=None, type=click.FloatRange(min=0),
               help="Seconds in-flight work may take after SIGTERM/SIGINT [default: 10].")
-@click.option("--certfile", default=None, type=click.Path(exists=True, dir_okay=False), help="TLS certificate (hypercorn).")
-@click.option("--keyfile", default=None, type=click.Path(exists=True, dir_okay=False), help="TLS private key (hypercorn).")
+@click.option("--certfile", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="TLS certificate (hypercorn).")
+@click.option("--keyfile", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="TLS private key (hypercorn).")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Where objects' databases live, instead of the config's data_dir (e.g. a container volume).")
 def serve(config: str | None, host: str | None, port: int | None, server: str | None,
@@ -198,30 +201,41 @@ def check(config: str | None) -> None:
     out("ok")
 
 
+def _find_bench_suite() -> Any:
+    """The suite's ``main(argv, prog=...)``: from an installed ``dotrio.bench``
+    entry point, else the ``benchmarks`` package if it is importable (the
+    current folder is a checkout and Python put it on the path, as
+    ``python -m dotrio`` does). Never edits ``sys.path``."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="dotrio.bench"):
+        return ep.load()
+    try:
+        from benchmarks.__main__ import main as bench_main
+    except ModuleNotFoundError as exc:
+        if exc.name in ("benchmarks", "benchmarks.__main__"):
+            return None
+        raise  # the suite is there but something it needs is not: say so
+    return bench_main
+
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(args: tuple[str, ...]) -> None:
     """Run the benchmark suite (benchmarks/, a source checkout): dotrio bench --help."""
-    from pathlib import Path
-
-    try:
-        from benchmarks.__main__ import main as bench_main
-    except ImportError:
-        # The suite is not installed with the package: find it next to it (an
-        # editable install or a checkout) or in the current folder.
-        for root in (Path(__file__).resolve().parents[2], Path.cwd()):
-            if (root / "benchmarks" / "__main__.py").exists():
-                sys.path.insert(0, str(root))
-                break
-        try:
-            from benchmarks.__main__ import main as bench_main
-        except ImportError:
-            _die("the benchmark suite is in the source checkout (benchmarks/): run this from there", EXIT_USAGE)
+    bench_main = _find_bench_suite()
+    if bench_main is None:
+        _die(
+            "the benchmark suite is not installed with dotrio: it lives in the source checkout "
+            "(benchmarks/). From the root of a dotrio checkout run `python -m benchmarks ARGS` "
+            "(or `python -m dotrio bench ARGS`), or install a package that provides a "
+            "'dotrio.bench' entry point",
+            EXIT_USAGE,
+        )
     sys.exit(bench_main(list(args), prog="dotrio bench"))
 
 
-from . import _cli_fsck  # noqa: E402,F401 - registers `dotrio fsck`
+main.add_command(fsck)
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name="dotrio")

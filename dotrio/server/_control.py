@@ -97,6 +97,7 @@ class ServerControl:
 
     @property
     def url(self) -> str:
+        """``http://host:port`` of the first listening socket."""
         host, port = self._addresses[0][:2]
         if ":" in host:
             host = f"[{host}]"
@@ -104,6 +105,7 @@ class ServerControl:
 
     @property
     def shutting_down(self) -> bool:
+        """True once ``shutdown()`` was called."""
         return self._shutdown_requested.is_set()
 
     def shutdown(self, grace: float | None = None) -> None:
@@ -122,6 +124,7 @@ class ServerControl:
             self._backend.begin_shutdown()
 
     async def wait_shutdown_requested(self) -> None:
+        """Return once ``shutdown()`` is called."""
         await self._shutdown_requested.wait()
 
     async def wait_stopped(self) -> None:
@@ -129,6 +132,7 @@ class ServerControl:
         await self._stopped.wait()
 
     def statistics(self) -> ServerStatistics:
+        """Counters of the running server (connections, requests, WebSockets)."""
         if self._backend is None:
             raise RuntimeError("the server has not started yet")
         return self._backend.statistics()
@@ -148,3 +152,13 @@ class ServerControl:
         self._addresses = addresses
         if self._shutdown_requested.is_set():
             backend.begin_shutdown()
+
+
+def bind_control(control: ServerControl, backend: Any, addresses: list[tuple[str, int]]) -> None:
+    """A front end has started: ``control`` drives ``backend`` from now on."""
+    control._bind(backend, addresses)
+
+
+def mark_stopped(control: ServerControl) -> None:
+    """The ``serve_*`` call owning ``control`` is returning."""
+    control._stopped.set()

@@ -41,6 +41,8 @@ from ._control import (
     Handler,
     ServerControl,
     ServerStatistics,
+    bind_control,
+    mark_stopped,
 )
 from ._http1 import (
     CONTINUE,
@@ -269,7 +271,7 @@ class _Conn:
                         await self._fail(_TOO_MANY)
                         return None
                 if ws is not None:
-                    return await self._answer_upgrade(request, head, ws)  # type: ignore[arg-type]
+                    return await self._answer_upgrade(request, head, ws)
                 self.state = HANDLING
                 server.requests_total += 1
                 server.in_flight += 1
@@ -464,7 +466,7 @@ class _Server:
                 root.start_soon(self._sweep)
                 async with trio.open_nursery() as conns:
                     with self.accept_scope:
-                        control._bind(self, self.addresses())
+                        bind_control(control, self, self.addresses())
                         async with trio.open_nursery() as acceptors:
                             for listener in self.listeners:
                                 acceptors.start_soon(self._accept_loop, listener.socket, conns)
@@ -478,7 +480,7 @@ class _Server:
         finally:
             for listener in self.listeners:
                 listener.socket.close()
-            control._stopped.set()
+            mark_stopped(control)
 
     async def _accept_loop(self, lsock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
         # Accepting goes through trio.socket (once per connection); the
@@ -533,7 +535,7 @@ class _Server:
     def statistics(self) -> ServerStatistics:
         return ServerStatistics(
             front_end="fast",
-            addresses=self.addresses() if not self.draining else list(self.control._addresses),
+            addresses=self.addresses() if not self.draining else self.control.addresses,
             accepting=not self.draining,
             shutting_down=self.draining,
             open_connections=len(self.conns),

@@ -16,7 +16,7 @@ from http import HTTPStatus
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from .._http import Headers, Request, Response
+from .._http import Request, Response, header_items, headers_from_raw, trusted_request
 from ._limits import BodyBudget, ServerLimits
 
 # The most one receive can bring; the raw header-size bound allows for it.
@@ -424,10 +424,14 @@ class HTTP1Parser:
         else:
             url = target.decode("latin-1")
         method = self._method
-        request = Request._trusted(url, method.decode("ascii"), Headers._from_raw(self._headers), body)
         ws = self._ws
-        if ws is not None and ws.__class__ is WSOffer:
-            request._ws_upgrade = True
+        request = trusted_request(
+            url,
+            method.decode("ascii"),
+            headers_from_raw(self._headers),
+            body,
+            ws_upgrade=ws is not None and ws.__class__ is WSOffer,
+        )
         self.events.append((request, self._keep_alive, method == b"HEAD", ws))
 
 
@@ -456,7 +460,7 @@ def render_response(
     """
     status = response.status
     line = STATUS_LINES.get(status) or status_line(status)
-    items = response.headers._items  # trusted: Headers validated them on the way in
+    items = header_items(response.headers)  # trusted: Headers validated them on the way in
     extra = b""
     if items:
         parts = []

@@ -5,7 +5,7 @@ callbacks, so a slow endpoint slows the reader and TCP pushes back on the peer.
 One writer task owns every write after the handshake, so ``send_message`` and
 ``close`` only append to a bounded buffer and wake it: they never await.
 
-The runtime side (``dotrio/websocket.py``) sees this through the
+The runtime side (``dotrio/_websocket.py``) sees this through the
 ``WebSocketTransport`` protocol (defined there) and answers with an endpoint that has
 ``on_message``, ``on_close`` and ``on_error``.
 """
@@ -21,7 +21,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
-from .._websocket import WebSocketEndpoint, WebSocketTransport
+from .._websocket import WebSocketEndpoint, WebSocketTransport, attach_transport
 from ._control import WS_CLOSING, WS_OPEN
 from ._http1 import status_line
 
@@ -207,7 +207,7 @@ class FastWebSocket:
         ``close_now``: the server is shutting down, start closing with 1001 at once.
         """
         self._owner.state = WS_OPEN
-        self._endpoint = client._attach(self)
+        self._endpoint = attach_transport(client, self)
         if close_now:
             self._send_close(1001, "server shutting down")
         try:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, final
 
 import apsw
 import trio
 
 from .._errors import StorageError
-
-if TYPE_CHECKING:
-    from ._object import ObjectStorage
+from .._util import NoPublicConstructor
 
 __all__ = ["SqlStorage", "SqlCursor", "SqlInterrupted", "DEFAULT_MAX_SQL_RESULT_ROWS"]
 
@@ -96,7 +94,8 @@ class _DeadlineCheck:
         return False
 
 
-class SqlCursor:
+@final
+class SqlCursor(metaclass=NoPublicConstructor):
     """The rows of the last statement of one ``exec`` call, read in full.
 
     Iterating yields each row as a dict; ``raw()`` yields lists. Rows are
@@ -120,24 +119,27 @@ class SqlCursor:
             raise StopIteration
         row = self._rows[self._pos]
         self._pos += 1
-        return dict(zip(self.column_names, row))
+        return dict(zip(self.column_names, row, strict=False))
 
     def next(self) -> dict[str, Any] | None:
         """The next row, or None when there are no more."""
         return next(self, None)
 
     def to_array(self) -> list[dict[str, Any]]:
+        """The remaining rows, as a list of dicts."""
         names = self.column_names
         rest = self._rows[self._pos :]
         self._pos = len(self._rows)
-        return [dict(zip(names, row)) for row in rest]
+        return [dict(zip(names, row, strict=False)) for row in rest]
 
     def raw(self) -> Iterator[list[Any]]:
+        """The remaining rows as lists of values (no column names)."""
         rest = self._rows[self._pos :]
         self._pos = len(self._rows)
         return iter([list(row) for row in rest])
 
     def one(self) -> dict[str, Any]:
+        """The only row; StorageError unless exactly one row remains."""
         remaining = len(self._rows) - self._pos
         if remaining != 1:
             raise StorageError(f"one() expected exactly one row, the query returned {remaining}")
@@ -191,18 +193,27 @@ class _Authorizer:
         return apsw.SQLITE_OK
 
 
+class SqlHost(Protocol):
+    """What ``ctx.storage.sql`` needs of the object's storage engine."""
+
+    def database_size(self) -> int: ...
+
+    def exec_user_sql(self, query: str, bindings: tuple[Any, ...]) -> SqlCursor: ...
+
+
 class SqlStorage:
-    """``ctx.storage.sql``."""
+    """``ctx.storage.sql``: SQL on the object's own SQLite database, in the
+    same transaction as its KV writes."""
 
     __slots__ = ("_storage",)
 
-    def __init__(self, storage: ObjectStorage) -> None:
+    def __init__(self, storage: SqlHost) -> None:
         self._storage = storage
 
     @property
     def database_size(self) -> int:
         """Bytes used by the object's database (0 before its first write)."""
-        return self._storage._database_size()
+        return self._storage.database_size()
 
     def exec(self, query: str, *bindings: Any) -> SqlCursor:
         """Run ``query`` (one or more ``;``-separated statements) with ``bindings``.
@@ -223,7 +234,7 @@ class SqlStorage:
                     f"sql.exec() binding {i + 1} is an int outside SQLite's 64-bit integer range "
                     f"(-2**63 .. 2**63-1): {b}; bind it as str or bytes (or a float, losing precision)"
                 )
-        return self._storage._exec_user_sql(query, bindings)
+        return self._storage.exec_user_sql(query, bindings)
 
 
 def run_user_sql(
@@ -283,4 +294,4 @@ def run_user_sql(
         if check is not None:
             conn.set_progress_handler(None)
     written = conn.total_changes() - before
-    return SqlCursor(names, rows, len(rows), written)
+    return SqlCursor._create(names, rows, len(rows), written)

@@ -4,6 +4,9 @@ double of the runtime's side of a WebSocket."""
 
 from __future__ import annotations
 
+import gc
+import os
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -27,8 +30,33 @@ async def start_server(nursery: trio.Nursery, handler: Any, kind: str = "fast", 
     return await nursery.start(partial(serve, handler, port=0, limits=ServerLimits(**limits)))
 
 
+# Raw client sockets opened by ``connect``; closed when the test ends, so a test
+# that stops reading half-way leaks no socket (warnings are errors in this suite).
+_OPEN_STREAMS: list[trio.SocketStream] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_raw_streams() -> Iterator[None]:
+    yield
+    # A socket leaked in a reference cycle warns when it is garbage-collected:
+    # collect now, so the warning fails the test that leaked it (or is ignored
+    # under its filter below) rather than whichever test runs next.
+    gc.collect()
+    while _OPEN_STREAMS:
+        # Outside Trio here, so not ``close()`` (it notifies Trio's I/O manager).
+        fd = _OPEN_STREAMS.pop().socket.detach()
+        if fd != -1:
+            os.close(fd)
+
+
+def track(stream: trio.SocketStream) -> trio.SocketStream:
+    """Close ``stream`` when the test ends (if the test has not)."""
+    _OPEN_STREAMS.append(stream)
+    return stream
+
+
 async def connect(control: ServerControl) -> trio.SocketStream:
-    return await trio.open_tcp_stream("127.0.0.1", control.port)
+    return track(await trio.open_tcp_stream("127.0.0.1", control.port))
 
 
 class Reply:
@@ -202,3 +230,26 @@ class App:
                 headers["sec-websocket-protocol"] = "chat.v2"
             return Response(status=101, web_socket=client, headers=headers)  # type: ignore[arg-type]
         return Response(f"hello {request.method} {request.url}")
+
+
+# Tests where trio-websocket's *client* (0.12) leaks its socket: after a
+# server-initiated close (or a rejected handshake) its reader task ends on EOF
+# without closing the stream, and ``aclose()`` returns early because the close
+# reason is already set. The leaked socket is the client's (its local port is the
+# ephemeral one), so the warning is ignored for these cases only (the leaked
+# socket is garbage-collected in each test's teardown, see _close_raw_streams).
+_TRIO_WEBSOCKET_CLIENT_LEAKS = {  # test functions, every parametrization
+    "test_server_side_close",
+    "test_oversized_message_is_1009",
+    "test_send_buffer_overflow_closes_with_1008",
+    "test_upgrade_declined_by_handler",
+    "test_shutdown_closes_websockets_with_1001",
+    "test_sigterm_closes_websockets_with_1001_and_commits_their_close_handlers",
+    "test_dev_reloads_on_code_and_config_changes",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if getattr(item, "originalname", item.name) in _TRIO_WEBSOCKET_CLIENT_LEAKS:
+            item.add_marker(pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"))

@@ -12,7 +12,7 @@ import trio.testing
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request as WSRequest
 
-from .conftest import App, H11Reader, connect, read_until_eof, start_server
+from .conftest import App, H11Reader, connect, read_until_eof, start_server, track
 
 
 async def test_ping_flood_from_a_peer_that_never_reads_is_closed_1008(nursery: trio.Nursery) -> None:
@@ -22,7 +22,7 @@ async def test_ping_flood_from_a_peer_that_never_reads_is_closed_1008(nursery: t
     # A small receive window, so the server's kernel buffers fill soon.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     await sock.connect(("127.0.0.1", control.port))
-    stream = trio.SocketStream(sock)
+    stream = track(trio.SocketStream(sock))
     ws = WSConnection(ConnectionType.CLIENT)
     await stream.send_all(ws.send(WSRequest(host="h", target="/ws")))
     while True:
