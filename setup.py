@@ -76,7 +76,9 @@ if not extensions:
     raise SystemExit(f"no kernel sources found under {KERNELS} (DOTRIO_BUILD_ONLY={sorted(_only)})")
 _known = {pyx.parent.name for pyx in KERNELS.glob("*/_compiled.pyx")}
 if _only - _known:
-    raise SystemExit(f"DOTRIO_BUILD_ONLY names unknown kernels {sorted(_only - _known)}; expected some of {sorted(_known)}")
+    raise SystemExit(
+        f"DOTRIO_BUILD_ONLY names unknown kernels {sorted(_only - _known)}; expected some of {sorted(_known)}"
+    )
 
 
 
