@@ -32,7 +32,9 @@ KEYS = st.text(alphabet=st.sampled_from(["a", "b", "z", "é", "\U0001f600", "\x0
 DATA = st.binary(max_size=40)
 
 
-def _model_range(keys: list[str], lo: str | None, lo_incl: bool, hi: str | None, reverse: bool, limit: int) -> list[str]:
+def _model_range(
+    keys: list[str], lo: str | None, lo_incl: bool, hi: str | None, reverse: bool, limit: int
+) -> list[str]:
     out = [k for k in sorted(keys) if (lo is None or (k >= lo if lo_incl else k > lo)) and (hi is None or k < hi)]
     if reverse:
         out.reverse()

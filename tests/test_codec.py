@@ -430,7 +430,8 @@ def all_errors(v: Any) -> list[str]:
         ),
         (collections.OrderedDict(), TypeError, "type 'OrderedDict' at value; only exact types"),
         (collections.defaultdict(list), TypeError, "convert it to dict"),
-        (Point(1, 2), TypeError, "type 'Point' at value; only exact types are stored, not subclasses: convert it to tuple"),
+        (Point(1, 2), TypeError,
+         "type 'Point' at value; only exact types are stored, not subclasses: convert it to tuple"),
         ([MyStr("x")], TypeError, "convert it to str"),
         (MyDate(2024, 1, 1), TypeError, "convert it to datetime"),
         (dt.time(1, 2), TypeError, "type 'time' at value; supported"),
@@ -606,7 +607,11 @@ def test_fuzz_random_bytes(data: bytes) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(v=values, cut=st.integers(min_value=0), flips=st.lists(st.tuples(st.integers(0), st.integers(0, 255)), min_size=1, max_size=3))
+@given(
+    v=values,
+    cut=st.integers(min_value=0),
+    flips=st.lists(st.tuples(st.integers(0), st.integers(0, 255)), min_size=1, max_size=3),
+)
 def test_fuzz_damaged_encodings(v: Any, cut: int, flips: list[tuple[int, int]]) -> None:
     data = _codec_py.encode(v)
     truncated = data[: cut % len(data)]

@@ -211,7 +211,9 @@ async def test_delete_all_removes_kv_sql_and_alarm(rt):
     async def check(s):
         assert await s.list() == {}
         assert await s.get_alarm() is None
-        tables = s.sql.exec("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE '\\_dotrio%' ESCAPE '\\'").to_array()
+        tables = s.sql.exec(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE '\\_dotrio%' ESCAPE '\\'"
+        ).to_array()
         assert tables == []
 
     await run_in(rt, "da", check)
@@ -280,7 +282,9 @@ async def test_sql_bindings_errors_and_atomic_multi_statement(rt):
             s.sql.exec("INSERT INTO t VALUES (1); INSERT INTO t VALUES (NULL)")
         assert s.sql.exec("SELECT count(*) AS n FROM t").one()["n"] == 0
         with pytest.raises(StorageError, match="FOREIGN KEY"):
-            s.sql.exec("CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(p REFERENCES p(id)); INSERT INTO c VALUES (7)")
+            s.sql.exec(
+                "CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(p REFERENCES p(id)); INSERT INTO c VALUES (7)"
+            )
 
     await run_in(rt, "binding", body)
 
