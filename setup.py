@@ -60,7 +60,8 @@ elif sys.platform == "darwin":
 else:  # Windows (MSVC) keeps its debug info in .pdb files, not in the .pyd
     compile_args, link_args = [], []
 
-_only = {n for n in os.environ.get("DOTRIO_BUILD_ONLY", "").split(",") if n}
+# Kernel names; "_codec" (the old module names) is accepted too.
+_only = {n.strip().lstrip("_") for n in os.environ.get("DOTRIO_BUILD_ONLY", "").split(",") if n.strip()}
 extensions = [
     Extension(
         f"dotrio._kernels.{pyx.parent.name}._compiled",
@@ -73,6 +74,11 @@ extensions = [
 ]
 if not extensions:
     raise SystemExit(f"no kernel sources found under {KERNELS} (DOTRIO_BUILD_ONLY={sorted(_only)})")
+_known = {pyx.parent.name for pyx in KERNELS.glob("*/_compiled.pyx")}
+if _only - _known:
+    raise SystemExit(
+        f"DOTRIO_BUILD_ONLY names unknown kernels {sorted(_only - _known)}; expected some of {sorted(_known)}"
+    )
 
 
 

@@ -7,12 +7,14 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _load
-from ._report import Measurement, Progress, ScenarioResult
 from ._proc import machine
-from ._servers import Server
+from ._report import Measurement, Progress, ScenarioResult
+
+if TYPE_CHECKING:
+    from ._servers import Server
 
 __all__ = ["Options", "new_result", "http_load", "measure_http", "measure_ws_echo", "measure_ws_fanout",
            "client_name", "durabilities"]

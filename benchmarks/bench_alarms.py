@@ -465,7 +465,7 @@ def render(
 ) -> str:
     m, a, s, r = res["memory"], res["arm"], res["storm"], res["restart"]
     b = s["baseline"]
-    now = date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = date or _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Alarms at scale",
         "",
@@ -677,7 +677,7 @@ def main() -> None:
     else:
         shown = "; ".join(f"{k}: {v}" for k, v in commands.items())
     load_after = loadavg()
-    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     code = _code_version()
     text = render(res, shown, load_before, load_after, date, code)
     print(text)

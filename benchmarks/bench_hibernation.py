@@ -19,9 +19,7 @@ Only 127.0.0.1 is used; every step is bounded in time.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import os
 import socket
 import subprocess
 import sys

@@ -286,7 +286,7 @@ def main() -> None:
 
 def _write_report(path: Path, results: list[Result], client: str, args: argparse.Namespace,
                   ratio: float | None, cpu_ratio: float | None) -> None:
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load1, load5 = args.loadavg
     command = "python benchmarks/bench_http.py" + "".join(
         f" --{k} {v}" for k, v in (("connections", args.connections), ("duration", args.duration), ("client", args.client))

@@ -53,8 +53,10 @@ import dotrio  # noqa: E402
 from dotrio._kernels.coalesce import USING_EXTENSION as COALESCE_EXT  # noqa: E402
 from dotrio._kernels.codec import USING_EXTENSION as CODEC_EXT  # noqa: E402
 from dotrio._kernels.codec import decode, encode  # noqa: E402
-from dotrio.storage import StorageBackend  # noqa: E402
-from dotrio.storage._object import ObjectStorage  # noqa: E402
+from dotrio.storage import (
+    StorageBackend,  # noqa: E402
+    StorageEngine,  # noqa: E402
+)
 from dotrio.storage._pool import CACHE_PAGES, PAGE_SIZE  # noqa: E402
 
 _PUT = "INSERT OR REPLACE INTO _dotrio_kv(key, value) VALUES(?, ?)"
@@ -169,7 +171,7 @@ async def scenario_batch(tmp: Path, quick: bool, rounds: int) -> None:
     print("batch: 1,000 puts in one turn, committed (rows/s)")
     n = 1000
     backend = backend_for(tmp / "batch")
-    s = ObjectStorage(backend, "Bench", oid(1))
+    s = StorageEngine(backend, "Bench", oid(1))
     values = [(f"key{i:05d}", value_of(i)) for i in range(n)]
     as_dict = dict(values)
     rows = [(k, encode(v)) for k, v in values]
@@ -230,7 +232,7 @@ async def scenario_turns(tmp: Path, quick: bool, rounds: int) -> None:
     print("turns: one put per turn, each committed, one object (commits/s)")
     n = 1000 if quick else 4000
     backend = backend_for(tmp / "turns")
-    s = ObjectStorage(backend, "Bench", oid(2))
+    s = StorageEngine(backend, "Bench", oid(2))
     await s.put("counter", 0)
     s.commit()
     raw_path = str(tmp / "turns" / "raw.sqlite")
@@ -284,7 +286,7 @@ async def scenario_turns(tmp: Path, quick: bool, rounds: int) -> None:
 async def _make_population(data_dir: Path, count: int, keys: int = 1, pool_size: int = 64) -> None:
     backend = backend_for(data_dir, pool_size=pool_size)
     for i in range(count):
-        s = ObjectStorage(backend, "Bench", oid(i))
+        s = StorageEngine(backend, "Bench", oid(i))
         await s.put({f"k{j:03d}": value_of(j) for j in range(keys)})
         s.commit()
         s.close()
@@ -300,7 +302,7 @@ async def scenario_spread(tmp: Path, quick: bool, rounds: int) -> None:
     await _make_population(data_dir, population)
     print(f"    (created {population:,} databases in {time.perf_counter() - t:.1f}s)")
     backend = backend_for(data_dir, pool_size=pool)
-    stores = [ObjectStorage(backend, "Bench", oid(i)) for i in range(population)]
+    stores = [StorageEngine(backend, "Bench", oid(i)) for i in range(population)]
     paths = [s._path for s in stores]
     pre = encode(12345)
     counter = [0]
@@ -355,7 +357,7 @@ async def scenario_cached_get(tmp: Path, quick: bool, rounds: int) -> None:
     print("cached_get: await storage.get(key) answered from the read cache (gets/s)")
     n = 100_000 if quick else 400_000
     backend = backend_for(tmp / "cget")
-    s = ObjectStorage(backend, "Bench", oid(3))
+    s = StorageEngine(backend, "Bench", oid(3))
     small = {"n": 1, "name": "x"}
     await s.put({"counter": 41, "state": small})
     s.commit()
@@ -406,7 +408,7 @@ async def scenario_cold(tmp: Path, quick: bool, rounds: int) -> None:
     for rnd in range(max(1, rounds // 2)):
         for i in range(count):
             t = time.perf_counter()
-            s = ObjectStorage(backend, "Bench", oid(i))
+            s = StorageEngine(backend, "Bench", oid(i))
             state = await s.list()
             s.close()
             ours_t.append(time.perf_counter() - t)
@@ -618,7 +620,7 @@ async def _memory_child(data_dir: Path, count: int) -> None:
     sqlite_before = apsw.memory_used()
     stores = []
     for i in range(count):
-        s = ObjectStorage(backend, "Bench", oid(i))
+        s = StorageEngine(backend, "Bench", oid(i))
         await s.get("k000")
         await s.put("k001", i)
         s.commit()

@@ -43,8 +43,8 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from pathlib import Path
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 __all__ = ["HeapTimers", "main"]
@@ -222,7 +222,7 @@ def _report(results: list[dict[str, Any]], n: int, seed: int, command: str) -> s
     lines = [
         "# Timer wheel benchmark",
         "",
-        f"* Date: {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"* Date: {_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"* Command: `{command}`",
         f"* Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.1f} at the end (the box is shared: rates are "

@@ -63,6 +63,9 @@ nitpick_ignore = [
         "dotrio.runtime._actor.Event",
         "IdFactory",
         "dotrio._ids.IdFactory",
+        "StorageEngine",
+        "dotrio.storage._sql.SqlHost",
+        "dotrio.storage._object.StorageEngine",
         # The Protocols through which user-facing objects reach the runtime.
         "dotrio._object.ObjectHost",
         "dotrio._namespace.ObjectDelivery",

@@ -1,7 +1,12 @@
-"""dotrio: Cloudflare-style Durable Objects in Python, on Trio, on one box."""
+"""dotrio: Cloudflare-style Durable Objects in Python, on Trio, on one box.
 
-import os
-from typing import Any
+Every public name is importable from here; the modules they live in are
+private (``dotrio._object``, ``dotrio.storage._api``, ...) and their
+``__module__`` says ``dotrio``.
+"""
+
+import os as _os
+from typing import Any as _Any
 
 from ._errors import ConfigError as ConfigError
 from ._errors import DataDirError as DataDirError
@@ -22,6 +27,7 @@ from ._object import DurableObjectState as DurableObjectState
 from ._object import Env as Env
 from ._object import WorkerEntrypoint as WorkerEntrypoint
 from ._schedule import Schedule as Schedule
+from ._util import fixup_module_metadata as _fixup_module_metadata
 from ._version import __version__ as __version__
 from ._websocket import WebSocket as WebSocket
 from ._websocket import WebSocketPair as WebSocketPair
@@ -31,7 +37,7 @@ from .runtime import set_config_reader as _set_config_reader
 from .storage import SqlCursor as SqlCursor
 
 
-def _read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+def _read_config(path: str | _os.PathLike[str]) -> dict[str, _Any]:
     # The composition root wires the config layer into Runtime.from_config:
     # neither layer imports the other, and the import stays lazy (tomllib and
     # user modules load only when a config is read).
@@ -68,3 +74,5 @@ __all__ = [
     "WebSocketRequestResponsePair",
     "WorkerEntrypoint",
 ]
+
+_fixup_module_metadata(__name__, globals(), __all__)

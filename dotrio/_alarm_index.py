@@ -275,7 +275,7 @@ class AlarmIndex:
         if conn is None:
             return None
         for (name,) in conn.execute(_NAME, (ns, oid)):
-            return name
+            return str(name) if name is not None else None
         return None
 
     # ---- writes -----------------------------------------------------------------
@@ -337,7 +337,7 @@ class AlarmIndex:
         if conn is not None:
             count = conn.execute("PRAGMA page_count").fetchall()[0][0]
             page = conn.execute("PRAGMA page_size").fetchall()[0][0]
-            size = int(count) * int(page)
+            size = int(count) * int(page)  # type: ignore[arg-type]
         return IndexStatistics(
             path=self.path,
             loaded_rows=self._loaded,

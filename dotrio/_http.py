@@ -83,9 +83,11 @@ class Headers:
         self._raw = None
 
     def append(self, name: str, value: str) -> None:
+        """Add a header, keeping any others of the same name."""
         self._items.append((_check_str("name", name).lower(), _check_str("value", value)))
 
     def set(self, name: str, value: str) -> None:
+        """Replace every header named ``name`` with one of value ``value``."""
         key = _check_str("name", name).lower()
         self._items = [(n, v) for n, v in self._items if n != key]
         self._items.append((key, _check_str("value", value)))
@@ -99,10 +101,12 @@ class Headers:
         return found[0] if len(found) == 1 else ", ".join(found)
 
     def get_all(self, name: str) -> list[str]:
+        """Every value of the headers named ``name``, in order."""
         key = name.lower()
         return [v for n, v in self._items if n == key]
 
     def delete(self, name: str) -> None:
+        """Remove every header named ``name``."""
         key = name.lower()
         self._items = [(n, v) for n, v in self._items if n != key]
 
@@ -135,9 +139,11 @@ class Headers:
         return len(self._items)
 
     def items(self) -> list[tuple[str, str]]:
+        """The (lower-case name, value) pairs, in order, duplicates included."""
         return list(self._items)
 
     def keys(self) -> list[str]:
+        """The distinct lower-case header names, in order."""
         return list(self)
 
     def __eq__(self, other: object) -> bool:
@@ -268,9 +274,11 @@ class Request:
         return parsed
 
     def text(self) -> str:
+        """The body decoded as UTF-8."""
         return self.body.decode("utf-8")
 
     def json(self) -> Any:
+        """The body parsed as JSON."""
         return orjson.loads(self.body)
 
     def __repr__(self) -> str:
@@ -333,10 +341,12 @@ class Response:
         self.web_socket = web_socket
 
     def text(self) -> str:
+        """The body decoded as UTF-8."""
         return self.body.decode("utf-8")
 
     @property
     def ok(self) -> bool:
+        """True for a status from 200 to 299."""
         return 200 <= self.status < 300
 
     def __repr__(self) -> str:

@@ -25,6 +25,8 @@ class DurableObjectId:
 
     __slots__ = ("_hex", "name", "_namespace")
 
+    _hex: str
+    _namespace: str
     name: str | None  # the name given to id_from_name, else None
 
     def __init__(self, hex_id: str, namespace: str, name: str | None = None) -> None:
@@ -34,12 +36,14 @@ class DurableObjectId:
 
     @property
     def namespace(self) -> str:
+        """The name of the namespace (class) the id belongs to."""
         return self._namespace
 
     def __str__(self) -> str:
         return self._hex
 
     def to_string(self) -> str:
+        """The id as 64 lowercase hex characters (the same as ``str(id)``)."""
         return self._hex
 
     def __repr__(self) -> str:
@@ -52,6 +56,7 @@ class DurableObjectId:
         return NotImplemented
 
     def equals(self, other: DurableObjectId) -> bool:
+        """Whether ``other`` is the same id (the same as ``==``)."""
         return self == other
 
     def __hash__(self) -> int:
@@ -63,7 +68,7 @@ class DurableObjectId:
     def __copy__(self) -> DurableObjectId:
         return self
 
-    def __deepcopy__(self, memo: dict) -> DurableObjectId:
+    def __deepcopy__(self, memo: dict[int, object]) -> DurableObjectId:
         return self
 
 
@@ -103,7 +108,8 @@ class IdFactory:
             raise TypeError(f"id_from_string() takes a str, got {type(hex_id).__name__}")
         if len(hex_id) != _HEX_LEN:
             raise ValueError(
-                f"malformed Durable Object id: expected {_HEX_LEN} lowercase hex characters, got {len(hex_id)} characters"
+                f"malformed Durable Object id: expected {_HEX_LEN} lowercase hex characters, "
+                f"got {len(hex_id)} characters"
             )
         if not _HEXDIGITS.issuperset(hex_id):
             raise ValueError("malformed Durable Object id: expected only lowercase hex characters 0-9a-f")

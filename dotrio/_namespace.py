@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, final
 
 from ._http import HeadersInit, Request, Response
 from ._ids import DurableObjectId, IdFactory
 from ._object import HANDLER_NAMES, DurableObject
+from ._util import NoPublicConstructor
 
 __all__ = ["DurableObjectNamespace", "DurableObjectStub", "ObjectDelivery", "rpc_method_allowed"]
 
@@ -74,29 +75,36 @@ class DurableObjectNamespace:
         return self._runtime
 
     def id_from_name(self, name: str) -> DurableObjectId:
+        """The id of the object named ``name``: the same name always gives the same id."""
         return self._ids.from_name(name)
 
     def new_unique_id(self, jurisdiction: str | None = None) -> DurableObjectId:
+        """A new random id (``jurisdiction`` is accepted for Cloudflare compatibility and ignored)."""
         return self._ids.new_unique()
 
     def id_from_string(self, hex_id: str) -> DurableObjectId:
+        """The id whose ``str()`` is ``hex_id``. ValueError if it is malformed
+        or belongs to another namespace or data dir."""
         return self._ids.from_string(hex_id)
 
     def get(self, oid: DurableObjectId) -> DurableObjectStub:
+        """A stub for the object ``oid`` (TypeError if not a DurableObjectId, ValueError if of another namespace)."""
         if not isinstance(oid, DurableObjectId):
             raise TypeError(f"get() takes a DurableObjectId, got {type(oid).__name__}")
         if oid.namespace != self.name:
             raise ValueError(f"id belongs to namespace {oid.namespace!r}, not {self.name!r}")
-        return DurableObjectStub(self, oid)
+        return DurableObjectStub._create(self, oid)
 
     def get_by_name(self, name: str) -> DurableObjectStub:
-        return DurableObjectStub(self, self._ids.from_name(name))
+        """A stub for the object named ``name`` (``get(id_from_name(name))``)."""
+        return DurableObjectStub._create(self, self._ids.from_name(name))
 
     def __repr__(self) -> str:
         return f"<DurableObjectNamespace {self.name} ({self.cls.__name__})>"
 
 
-class DurableObjectStub:
+@final
+class DurableObjectStub(metaclass=NoPublicConstructor):
     """A handle on one object: ``fetch`` and RPC (``await stub.method(...)``)."""
 
     __slots__ = ("_ns", "id")
@@ -107,10 +115,12 @@ class DurableObjectStub:
 
     @property
     def name(self) -> str | None:
+        """The name the stub was made from (``get_by_name``, ``id_from_name``), else None."""
         return self.id.name
 
     @property
     def namespace(self) -> DurableObjectNamespace:
+        """The namespace the stub belongs to."""
         return self._ns
 
     async def fetch(

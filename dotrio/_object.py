@@ -6,17 +6,28 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final
 
-from ._ids import DurableObjectId
-from .storage import ObjectStorage
+from ._util import NoPublicConstructor
 
 if TYPE_CHECKING:
     from ._http import Request, Response
+    from ._ids import DurableObjectId
     from ._schedule import Schedule
     from ._websocket import WebSocket, WebSocketRequestResponsePair
+    from .storage import ObjectStorage
 
-__all__ = ["DurableObject", "DurableObjectState", "AlarmInfo", "WorkerEntrypoint", "Env", "HANDLER_NAMES", "SCHEDULER_NAMES"]
+__all__ = [
+    "DurableObject",
+    "DurableObjectState",
+    "AlarmInfo",
+    "WorkerEntrypoint",
+    "Env",
+    "HANDLER_NAMES",
+    "SCHEDULER_NAMES",
+    "ObjectHost",
+    "new_state",
+]
 
 T = TypeVar("T")
 
@@ -66,9 +77,11 @@ class Env:
         raise AttributeError("env is read-only")
 
     def keys(self) -> list[str]:
+        """The names of the bindings and vars."""
         return list(self._values)
 
     def get(self, name: str, default: Any = None) -> Any:
+        """The binding or var ``name``, or ``default``."""
         return self._values.get(name, default)
 
     def __repr__(self) -> str:
@@ -83,7 +96,7 @@ class ObjectHost(Protocol):
     def id(self) -> DurableObjectId: ...
 
     @property
-    def storage(self) -> ObjectStorage: ...
+    def user_storage(self) -> ObjectStorage: ...
 
     def abort(self, reason: str | None) -> None: ...
 
@@ -122,7 +135,8 @@ class ObjectHost(Protocol):
     def remove_schedule(self, id: str) -> bool: ...
 
 
-class DurableObjectState:
+@final
+class DurableObjectState(metaclass=NoPublicConstructor):
     """``self.ctx``: the object's id, storage and runtime controls."""
 
     __slots__ = ("_host", "id", "storage")
@@ -131,7 +145,7 @@ class DurableObjectState:
         self._host = host
         self.id: DurableObjectId = host.id
         """The object's id."""
-        self.storage: ObjectStorage = host.storage
+        self.storage: ObjectStorage = host.user_storage
         """The object's storage (KV, SQL and the alarm)."""
 
     def abort(self, reason: str | None = None) -> None:
@@ -190,6 +204,11 @@ class DurableObjectState:
         websocket events."""
 
 
+def new_state(host: ObjectHost) -> DurableObjectState:
+    """The ``ctx`` of one instance (the runtime builds one per activation)."""
+    return DurableObjectState._create(host)
+
+
 class DurableObject:
     """Base class of user objects. Subclass it and define handlers and RPC methods."""
 
@@ -198,6 +217,8 @@ class DurableObject:
         self.env = env
 
     async def fetch(self, request: Request) -> Response:
+        """Handle an HTTP request sent to this object (``stub.fetch``) and
+        return a Response. Subclasses override it; the default raises TypeError."""
         raise TypeError(f"{type(self).__name__} does not define fetch(request)")
 
     # ---- scheduler (defined here so RPC cannot reach them) ------------------------
@@ -234,4 +255,6 @@ class WorkerEntrypoint:
         self.env = env
 
     async def fetch(self, request: Request) -> Response:
+        """Handle an HTTP request the server received and return a Response.
+        Subclasses override it; the default raises TypeError."""
         raise TypeError(f"{type(self).__name__} does not define fetch(request)")

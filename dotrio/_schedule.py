@@ -46,7 +46,7 @@ MAX_CATCH_UP = 100
 MISSED_POLICIES = ("latest", "all", "skip")
 INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
-UTC = _dt.timezone.utc
+UTC = _dt.UTC
 
 
 def retry_delay(retry: int, rng: random.Random | None = None) -> float:
@@ -198,7 +198,7 @@ class Schedule:
 
     @property
     def next_run(self) -> _dt.datetime:
-        """:attr:`next_run_ms` as an aware UTC datetime."""
+        """``next_run_ms`` as an aware UTC datetime."""
         return _dt.datetime.fromtimestamp(self.next_run_ms / 1000.0, UTC)
 
     @property

@@ -19,12 +19,13 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, final
 
 import trio
 
 from ._context import GatedActor, current_actor
 from ._kernels.codec import decode, encode
+from ._util import NoPublicConstructor
 
 ActorKey = tuple[str, str]
 
@@ -65,12 +66,15 @@ CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
 class WebSocketTransport(Protocol):
     """What a front end gives the client end: a way to send to the network."""
 
-    def send_message(self, data: str | bytes) -> None: ...
+    def send_message(self, data: str | bytes) -> None:
+        """Send a message to the network (non-blocking, queued)."""
 
-    def close(self, code: int = 1000, reason: str = "") -> None: ...
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake with ``code`` and ``reason``."""
 
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """True once the connection is closed."""
 
 
 class SocketHost(Protocol):
@@ -90,11 +94,14 @@ class SocketHost(Protocol):
 class WebSocketEndpoint(Protocol):
     """What the front end calls with what arrives from the network."""
 
-    async def on_message(self, data: str | bytes) -> None: ...
+    async def on_message(self, data: str | bytes) -> None:
+        """A message arrived from the network."""
 
-    async def on_close(self, code: int, reason: str, was_clean: bool) -> None: ...
+    async def on_close(self, code: int, reason: str, was_clean: bool) -> None:
+        """The connection closed (``was_clean``: with a closing handshake)."""
 
-    async def on_error(self, exc: BaseException) -> None: ...
+    async def on_error(self, exc: BaseException) -> None:
+        """The connection failed with ``exc``."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,8 @@ def _check_message(data: object) -> str | bytes:
     raise TypeError(f"WebSocket messages are str or bytes, got {type(data).__name__}")
 
 
-class WebSocket:
+@final
+class WebSocket(metaclass=NoPublicConstructor):
     """One end of a WebSocket."""
 
     __slots__ = (
@@ -151,8 +159,8 @@ class WebSocket:
         self._tags: tuple[str, ...] = ()
         self._attachment: bytes | None = None
         self._auto_ts: _dt.datetime | None = None
-        self._inbound_send: trio.MemorySendChannel | None = None
-        self._inbound_recv: trio.MemoryReceiveChannel | None = None
+        self._inbound_send: trio.MemorySendChannel[str | bytes] | None = None
+        self._inbound_recv: trio.MemoryReceiveChannel[str | bytes] | None = None
         self._pinned_actor: GatedActor | None = None
         self.close_code: int | None = None
         self.close_reason: str | None = None
@@ -212,6 +220,7 @@ class WebSocket:
         self._attachment = data
 
     def deserialize_attachment(self) -> Any:
+        """The value kept with ``serialize_attachment`` (a fresh copy), or None."""
         return None if self._attachment is None else decode(self._attachment)
 
     async def receive(self) -> str | bytes:
@@ -336,7 +345,7 @@ class _Endpoint:
 
 def WebSocketPair() -> tuple[WebSocket, WebSocket]:  # noqa: N802 - Cloudflare's name
     """Two linked ends: return ``client`` in a 101 response, keep ``server``."""
-    client, server = WebSocket(), WebSocket()
+    client, server = WebSocket._create(), WebSocket._create()
     client._peer = server
     server._peer = client
     return client, server
@@ -373,7 +382,7 @@ def socket_tags(ws: WebSocket) -> tuple[str, ...]:
 def auto_answer(ws: WebSocket, response: str) -> None:
     """Send an auto-response on ``ws`` now (it bypasses the object and its
     output gate) and remember when."""
-    ws._auto_ts = _dt.datetime.now(_dt.timezone.utc)
+    ws._auto_ts = _dt.datetime.now(_dt.UTC)
     ws._send_now(response)
 
 

@@ -59,7 +59,7 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import pytest
 
@@ -303,7 +303,9 @@ def dotrio_runtime_factory(dotrio_data_dir: Path, request: pytest.FixtureRequest
 
 
 @pytest.fixture
-async def dotrio_runtime(dotrio_runtime_factory: RuntimeFactory, request: pytest.FixtureRequest) -> AsyncIterator[Runtime]:
+async def dotrio_runtime(
+    dotrio_runtime_factory: RuntimeFactory, request: pytest.FixtureRequest
+) -> AsyncIterator[Runtime]:
     """An entered Runtime, from the ``dotrio`` marker or the ``dotrio_config`` ini option."""
     marker = request.node.get_closest_marker("dotrio")
     kwargs = dict(marker.kwargs) if marker is not None else {}
@@ -328,10 +330,12 @@ def runtime_of(stub_or_namespace: DurableObjectStub | DurableObjectNamespace) ->
     """The Runtime that hosts a stub's object or a namespace."""
     from ._namespace import DurableObjectNamespace, DurableObjectStub
 
+    # Namespaces type their host as the narrow ObjectDelivery Protocol; the
+    # host is always the Runtime that made them.
     if isinstance(stub_or_namespace, DurableObjectStub):
-        return stub_or_namespace.namespace.runtime
+        return cast("Runtime", stub_or_namespace.namespace.runtime)
     if isinstance(stub_or_namespace, DurableObjectNamespace):
-        return stub_or_namespace.runtime
+        return cast("Runtime", stub_or_namespace.runtime)
     raise TypeError(f"expected a DurableObjectStub or DurableObjectNamespace, got {type(stub_or_namespace).__name__}")
 
 
@@ -354,9 +358,10 @@ async def run_in_durable_object(stub: DurableObjectStub, fn: Callable[[Any, Any]
         result = fn(instance, instance.ctx)
         if inspect.isawaitable(result):
             result = await result
-        return result  # type: ignore[return-value]
+        return cast("T", result)
 
-    return await runtime_of(stub).call(ns, stub.id, run)
+    value: T = await runtime_of(stub).call(ns, stub.id, run)
+    return value
 
 
 async def run_durable_object_alarm(stub: DurableObjectStub) -> bool:

@@ -19,7 +19,6 @@ import trio
 import dotrio
 import dotrio._clock
 from dotrio import DurableObject
-
 from tests.helpers.alarm_child import Crashy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -226,7 +226,7 @@ async def test_retry_backoff_schedule_then_drop(make_runtime, autojump_clock):
         assert len(calls) == 1 + MAX_RETRIES == 7
         assert [c[1] for c in calls] == [AlarmInfo(0, False)] + [AlarmInfo(i, True) for i in range(1, 7)]
         times = [c[3] for c in calls]
-        for i, (t1, t2) in enumerate(zip(times, times[1:]), start=1):
+        for i, (t1, t2) in enumerate(zip(times, times[1:], strict=False), start=1):
             base = 2.0 ** i  # 2, 4, 8, 16, 32, 64 s
             assert base - 0.002 <= t2 - t1 <= base * 1.25 + 0.002, (i, t2 - t1)
         # While a retry is pending get_alarm() answers the alarm; after the drop, None.
@@ -474,7 +474,7 @@ async def test_wake_that_cannot_run_backs_off_then_stops(make_runtime, autojump_
         await trio.sleep(600)
         # One try, then 7 backed-off ones (2, 4, ... 64 s, the last capped), then it stops.
         assert len(attempts) == MAX_RETRIES + 2
-        gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+        gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
         assert all(2.0**min(i, 6) <= g <= 2.0**min(i, 6) * 1.25 + 0.01 for i, g in enumerate(gaps, start=1))
         stats = rt.alarms.statistics()
         assert stats.dropped == 1 and stats.armed == 0

@@ -113,8 +113,8 @@ def test_workerd_peer_runs_or_explains() -> None:
 
 
 def test_every_scenario_is_smoke_tested() -> None:
-    covered = {"http-hello", "http-hot", "http-spread", "http-sql", "ws-echo", "ws-fanout", "ws-hibernate", "alarms", "alarms-restart",
-               "population", "storage"}
+    covered = {"http-hello", "http-hot", "http-spread", "http-sql", "ws-echo", "ws-fanout", "ws-hibernate", "alarms",
+               "alarms-restart", "population", "storage"}
     assert set(SCENARIOS) == covered
 
 

@@ -3,7 +3,7 @@
 Differential hypothesis tests drive both twins with the same operations
 (writes, commits in flight, settles, rollbacks, transaction snapshots, cache
 fills, merges with database rows) and compare every answer with each other and
-with a model; then ObjectStorage's list() is checked against a dict model with
+with a model; then StorageEngine's list() is checked against a dict model with
 list() calls interleaved with pending writes and committed data, for each twin.
 """
 
@@ -19,9 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dotrio._kernels.codec import decode, encode
+from dotrio.storage import StorageEngine, _object
 from dotrio.storage._backend import StorageBackend
-from dotrio.storage import _object
-from dotrio.storage._object import ObjectStorage
 from tests.twins import both, twin_fixture
 
 mod = twin_fixture("coalesce")
@@ -33,7 +32,9 @@ KEYS = st.text(alphabet=st.sampled_from(["a", "b", "z", "é", "\U0001f600", "\x0
 DATA = st.binary(max_size=40)
 
 
-def _model_range(keys: list[str], lo: str | None, lo_incl: bool, hi: str | None, reverse: bool, limit: int) -> list[str]:
+def _model_range(
+    keys: list[str], lo: str | None, lo_incl: bool, hi: str | None, reverse: bool, limit: int
+) -> list[str]:
     out = [k for k in sorted(keys) if (lo is None or (k >= lo if lo_incl else k > lo)) and (hi is None or k < hi)]
     if reverse:
         out.reverse()
@@ -95,14 +96,14 @@ def test_twins_agree_with_each_other_and_a_model(ops: list[tuple], budget: int) 
             pending[op[1]] = None
         elif kind == "lookup":
             answers = [c.lookup(op[1]) for c in twins]
-            for a, m in zip(answers, missing):
+            for a, m in zip(answers, missing, strict=True):
                 # MISSING is allowed only when neither pending nor in flight knows the key;
                 # anything else must be the newest state.
                 if a is m:
                     assert op[1] not in pending and (inflight is None or op[1] not in inflight)
                 else:
                     assert a == newest(op[1])
-            assert [a is m for a, m in zip(answers, missing)] == [answers[0] is missing[0]] * len(twins)
+            assert [a is m for a, m in zip(answers, missing, strict=True)] == [answers[0] is missing[0]] * len(twins)
         elif kind == "remember":
             if op[1] not in pending and inflight is None:
                 for c in twins:
@@ -147,7 +148,7 @@ def test_twins_agree_with_each_other_and_a_model(ops: list[tuple], budget: int) 
             snap = dict(pending)
         elif kind == "restore":
             if snap is not None:
-                for c, s in zip(twins, snaps):
+                for c, s in zip(twins, snaps, strict=True):
                     c.restore(s)
                 pending = dict(snap)
         elif kind == "merge":
@@ -219,7 +220,7 @@ def test_big_batch_settle_drops_stale_cache_entries(mod: Any) -> None:
     assert c.lookup("other") == b"keep"
 
 
-# ---- ObjectStorage.list() with pending writes, in both twins ------------------------------------
+# ---- StorageEngine.list() with pending writes, in both twins ------------------------------------
 
 STORE_OPS = st.lists(
     st.one_of(
@@ -268,7 +269,7 @@ async def test_storage_list_interleaved_with_pending_writes(
     data_dir: Path | None = tmp_path_factory.mktemp("co") if on_disk else None
     backend = StorageBackend(data_dir)
     try:
-        s = ObjectStorage(backend, "NS", "ab" * 32)
+        s = StorageEngine(backend, "NS", "ab" * 32)
         committed: dict[str, int] = {}
         model: dict[str, int] = {}
         for op in ops:
@@ -297,7 +298,7 @@ async def test_storage_list_interleaved_with_pending_writes(
         s.commit()
         s.close()
         # what reached the database is exactly the model
-        s2 = ObjectStorage(backend, "NS", "ab" * 32)
+        s2 = StorageEngine(backend, "NS", "ab" * 32)
         assert await s2.list() == dict(sorted(model.items()))
         s2.close()
     finally:
@@ -307,7 +308,7 @@ async def test_storage_list_interleaved_with_pending_writes(
 async def test_cached_get_never_reaches_sqlite(tmp_path: Path) -> None:
     backend = StorageBackend(tmp_path / "d")
     try:
-        s = ObjectStorage(backend, "NS", "cd" * 32)
+        s = StorageEngine(backend, "NS", "cd" * 32)
         await s.put({"a": {"x": [1, 2]}, "b": 2})
         s.commit()
         await s.get("missing")  # a miss reads SQLite once, then it is known absent
@@ -335,7 +336,7 @@ async def test_cached_get_never_reaches_sqlite(tmp_path: Path) -> None:
 async def test_list_merges_without_writing_the_buffer(tmp_path: Path) -> None:
     backend = StorageBackend(tmp_path / "d")
     try:
-        s = ObjectStorage(backend, "NS", "ef" * 32)
+        s = StorageEngine(backend, "NS", "ef" * 32)
         await s.put({f"k{i}": i for i in range(10)})
         s.commit()
         await s.put("k05", "new")
@@ -365,7 +366,7 @@ def test_merge_reads_rows_lazily() -> None:
 
         def rows():
             for k in ["a", "c", "d", "e"]:
-                consumed.append(k)
+                consumed.append(k)  # noqa: B023 - consumed within this iteration
                 yield (k, b"x")
 
         assert [k for k, _ in c.merge(rows(), None, True, None, False, 2)] == ["a", "b"]

@@ -35,11 +35,11 @@ def same(a: Any, b: Any) -> bool:
     if t is float:
         return struct.pack("<d", a) == struct.pack("<d", b)
     if t is list or t is tuple:
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if t is dict:
         return len(a) == len(b) and all(
             same(k1, k2) and same(v1, v2)
-            for (k1, v1), (k2, v2) in zip(a.items(), b.items())
+            for (k1, v1), (k2, v2) in zip(a.items(), b.items(), strict=True)
         )
     if t is set or t is frozenset:
         if len(a) != len(b):
@@ -89,7 +89,7 @@ offsets = st.timedeltas(
 whole_minutes = st.integers(-1439, 1439).map(lambda m: dt.timedelta(minutes=m))
 tzinfos = st.one_of(
     st.none(),
-    st.just(dt.timezone.utc),
+    st.just(dt.UTC),
     st.builds(dt.timezone, whole_minutes | offsets),
     st.timezones(),
 )
@@ -205,7 +205,7 @@ def test_deterministic(codec: ModuleType, v: Any) -> None:
         (dt.date(2024, 2, 29), b"\x0e\x81\x8d\x2d"),  # ordinal 738945
         (dt.datetime(1, 1, 1), b"\x0f\x00\x01\x00"),
         (dt.datetime(1, 1, 1, 0, 0, 0, 1, fold=1), b"\x0f\x01\x01\x01"),
-        (dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc), b"\x0f\x02\x01\x00\x00"),
+        (dt.datetime(1, 1, 1, tzinfo=dt.UTC), b"\x0f\x02\x01\x00\x00"),
         (dt.datetime(1, 1, 2, tzinfo=dt.timezone(dt.timedelta(hours=-1))), b"\x0f\x02\x02\x00\x77"),
         (dt.datetime(1, 1, 2, tzinfo=dt.timezone(dt.timedelta(seconds=1))), b"\x0f\x06\x02\x00\x02"),
         (
@@ -272,8 +272,8 @@ def test_datetimes(codec: ModuleType) -> None:
     assert back == naive and back.tzinfo is None
     assert codec.decode(codec.encode(dt.datetime.max)) == dt.datetime.max
     assert codec.decode(codec.encode(dt.datetime.min)) == dt.datetime.min
-    utc = codec.decode(codec.encode(dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)))
-    assert utc.tzinfo is dt.timezone.utc
+    utc = codec.decode(codec.encode(dt.datetime(2024, 1, 1, tzinfo=dt.UTC)))
+    assert utc.tzinfo is dt.UTC
     odd = dt.timezone(-dt.timedelta(hours=23, minutes=59, seconds=59, microseconds=999999))
     back = codec.decode(codec.encode(dt.datetime(2024, 1, 1, tzinfo=odd)))
     assert back.utcoffset() == odd.utcoffset(None)
@@ -430,7 +430,8 @@ def all_errors(v: Any) -> list[str]:
         ),
         (collections.OrderedDict(), TypeError, "type 'OrderedDict' at value; only exact types"),
         (collections.defaultdict(list), TypeError, "convert it to dict"),
-        (Point(1, 2), TypeError, "type 'Point' at value; only exact types are stored, not subclasses: convert it to tuple"),
+        (Point(1, 2), TypeError,
+         "type 'Point' at value; only exact types are stored, not subclasses: convert it to tuple"),
         ([MyStr("x")], TypeError, "convert it to str"),
         (MyDate(2024, 1, 1), TypeError, "convert it to datetime"),
         (dt.time(1, 2), TypeError, "type 'time' at value; supported"),
@@ -606,7 +607,11 @@ def test_fuzz_random_bytes(data: bytes) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(v=values, cut=st.integers(min_value=0), flips=st.lists(st.tuples(st.integers(0), st.integers(0, 255)), min_size=1, max_size=3))
+@given(
+    v=values,
+    cut=st.integers(min_value=0),
+    flips=st.lists(st.tuples(st.integers(0), st.integers(0, 255)), min_size=1, max_size=3),
+)
 def test_fuzz_damaged_encodings(v: Any, cut: int, flips: list[tuple[int, int]]) -> None:
     data = _codec_py.encode(v)
     truncated = data[: cut % len(data)]

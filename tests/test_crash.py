@@ -14,7 +14,6 @@ import pytest
 import trio
 
 import dotrio
-
 from tests.helpers.ack_writer import Box
 
 ROOT = Path(__file__).resolve().parent.parent

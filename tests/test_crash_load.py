@@ -16,7 +16,6 @@ import pytest
 import trio
 
 import dotrio
-
 from tests.helpers.load_writer import Ledger
 
 ROOT = Path(__file__).resolve().parent.parent

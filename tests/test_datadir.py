@@ -154,7 +154,9 @@ async def test_missing_secret_with_objects_refuses_to_start(make_runtime, data_d
     await seed(make_runtime, ["a"])
     secret = (data_dir / "id-secret").read_bytes()
     (data_dir / "id-secret").unlink()
-    with pytest.raises(DataDirError, match=r"objects exist in .* but its id-secret is missing .*restore it from backup"):
+    with pytest.raises(
+        DataDirError, match=r"objects exist in .* but its id-secret is missing .*restore it from backup"
+    ):
         async with make_runtime({"B": Box}):
             pass  # pragma: no cover
     assert not (data_dir / "id-secret").exists()  # no new secret was made

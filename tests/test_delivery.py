@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.lowlevel
 
 import dotrio
-from dotrio.storage._object import ObjectStorage
+from dotrio.storage import StorageEngine
 
 
 class Probe(dotrio.DurableObject):
@@ -21,12 +22,12 @@ class Probe(dotrio.DurableObject):
         return self.events.setdefault(name, trio.Event())
 
     async def write_then_sleep(self) -> tuple[bool, bool, bool]:
-        s = self.ctx.storage
-        await s.put("a", 1)
-        dirty_before = s.dirty
-        await trio.sleep(0)  # a non-storage await: the write commits before it suspends
+        engine = self.ctx._host.storage  # the runtime's side of ctx.storage
+        await self.ctx.storage.put("a", 1)
+        dirty_before = engine.dirty
+        await trio.lowlevel.checkpoint()  # a non-storage await: the write commits before it suspends
         # ("power": the commit has been handed to a task, which may not have run yet)
-        return dirty_before, s.dirty, s.committing or self.ctx._host._commit_started
+        return dirty_before, engine.dirty, engine.committing or self.ctx._host._commit_started
 
     async def storage_only(self) -> int:
         s = self.ctx.storage
@@ -67,13 +68,13 @@ async def test_write_commits_at_the_first_non_storage_await(make_runtime, durabi
 
 async def test_storage_calls_without_other_awaits_commit_once(make_runtime, monkeypatch):
     commits: list[int] = []
-    original = ObjectStorage._write_batch
+    original = StorageEngine._write_batch
 
     def counting(self, conn, puts, dels, alarm):
         commits.append(len(puts) + len(dels))
         return original(self, conn, puts, dels, alarm)
 
-    monkeypatch.setattr(ObjectStorage, "_write_batch", counting)
+    monkeypatch.setattr(StorageEngine, "_write_batch", counting)
     async with make_runtime({"P": Probe}) as rt:
         assert await rt.env.P.get_by_name("once").storage_only() == 2
     assert commits == [3]  # x, y and the delete of z: one batch, with the SQL rows

@@ -5,6 +5,7 @@ deliberately broken copy shows that the check does catch those."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def test_docs_build_without_warnings_or_broken_references(tmp_path: Path) -> Non
                  "concepts/storage", "concepts/alarms", "concepts/hibernation", "concepts/durability",
                  "cloudflare", "reference/api", "reference/config", "operating", "design/index", "design/layers",
                  "design/gates", "design/commit-pipeline", "design/storage-layout", "design/alarms",
-                 "design/front-end"):
+                 "design/front-end", "design/kernels"):
         assert (tmp_path / "html" / f"{page}.html").is_file(), page
     api = (tmp_path / "html" / "reference" / "api.html").read_text()
     # Generated from docstrings, not hand-written.
@@ -45,3 +46,24 @@ def test_a_broken_reference_fails_the_build(tmp_path: Path) -> None:
     done = build(broken, tmp_path / "html")
     assert done.returncode != 0
     assert "dotrio.NoSuchClass" in done.stderr and "no-such-page" in done.stderr
+
+
+def test_contributing_links_stay_inside_the_repository() -> None:
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
+    assert links, "CONTRIBUTING.md links the design pages"
+    for link in links:
+        assert "://" not in link and not link.startswith(".."), link
+        assert (ROOT / link).exists(), f"CONTRIBUTING.md links {link}, which does not exist"
+    # The paths it names as code to read exist too.
+    for path in re.findall(r"`((?:dotrio|tests|benchmarks|docs)/[\w/.-]+\.(?:py|md))`", text):
+        assert (ROOT / path).exists(), path
+
+
+def test_design_pages_name_files_that_exist() -> None:
+    # The design pages say where the code is; a module move must update them.
+    for page in sorted((DOCS / "design").glob("*.md")):
+        for path in re.findall(r"`((?:dotrio|tests|benchmarks)/[\w/.<>-]+)`", page.read_text()):
+            if "<" in path:  # a pattern such as dotrio/_kernels/<kernel>/
+                continue
+            assert (ROOT / path.rstrip("/")).exists(), f"{page.name} names {path}, which does not exist"

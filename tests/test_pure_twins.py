@@ -26,7 +26,8 @@ SUITES = [
 def test_core_suites_pass_on_the_pure_python_twins(tmp_path: Path) -> None:
     env = dict(os.environ, DOTRIO_NO_EXTENSIONS="1")
     probe = subprocess.run(
-        [sys.executable, "-c", "from dotrio._kernels import kernels_status; print(*[s.compiled for s in kernels_status()])"],
+        [sys.executable, "-c",
+         "from dotrio._kernels import kernels_status; print(*[s.compiled for s in kernels_status()])"],
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     )
     assert probe.stdout.split() == ["False", "False", "False"]

@@ -13,8 +13,7 @@ import trio.testing
 
 import dotrio
 from dotrio.server import Dispatcher
-from dotrio.storage import StorageBackend
-from dotrio.storage._object import ObjectStorage
+from dotrio.storage import StorageBackend, StorageEngine
 
 # Runs for many seconds unless interrupted.
 SLOW_INSERT = (
@@ -41,6 +40,9 @@ class Slow(dotrio.DurableObject):
             return dotrio.Response("woke")
         if path.endswith("/rpc-sleep"):
             return dotrio.Response(await self.env.S.get_by_name("other").nap())
+        if path.endswith("/yield"):
+            await trio.lowlevel.checkpoint()  # suspends: watched until it finishes
+            return dotrio.Response("yielded")
         if path.endswith("/later"):
             async def later() -> None:
                 await trio.sleep(100)
@@ -142,7 +144,7 @@ async def test_no_request_timeout_means_no_deadline(make_runtime, autojump_clock
 async def test_sql_results_are_capped_by_max_sql_result_rows(tmp_path) -> None:
     backend = StorageBackend(tmp_path / "d", max_sql_result_rows=1000)
     try:
-        s = ObjectStorage(backend, "NS", "ab" * 32)
+        s = StorageEngine(backend, "NS", "ab" * 32)
         s.sql.exec("CREATE TABLE t(x)")
         s.sql.exec("INSERT INTO t WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 1000) "
                    "SELECT i FROM r")
@@ -164,3 +166,36 @@ async def test_sql_results_are_capped_by_max_sql_result_rows(tmp_path) -> None:
 async def test_runtime_passes_max_sql_result_rows_to_storage(make_runtime) -> None:
     async with make_runtime({"S": Slow}, max_sql_result_rows=5) as rt:
         assert rt.backend.max_sql_result_rows == 5
+
+
+class Entry(dotrio.WorkerEntrypoint):
+    async def fetch(self, request: dotrio.Request) -> dotrio.Response:
+        if request.path == "/nap":
+            await trio.sleep(1000)
+        # Its calls to objects carry the request's deadline.
+        return await self.env.S.get_by_name("w").fetch(BASE + "/S/w/sleep")
+
+
+async def test_a_worker_entry_is_bound_by_the_deadline_too(
+    make_runtime, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with make_runtime({"S": Slow}) as rt:
+        d = Dispatcher(rt, Entry, request_timeout=10)
+        for path in ("/nap", "/object"):
+            start = trio.current_time()
+            reply = await d(get(path))
+            assert reply.status == 504, (path, reply.body)
+            assert 10 <= trio.current_time() - start < 11
+
+
+async def test_watched_deadlines_of_finished_handlers_do_not_pile_up(
+    make_runtime, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with make_runtime({"S": Slow}) as rt:
+        d = Dispatcher(rt, request_timeout=30)
+        for _ in range(10_000):
+            assert (await d(get("/S/a/yield"))).status == 200
+        assert len(rt._deadlines) <= 8192
+        await trio.sleep(31)  # what is left is dropped as it comes due, nothing reset
+        assert rt._deadlines == []
+        assert (await d(get("/S/a/count"))).status == 200

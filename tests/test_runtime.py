@@ -369,7 +369,7 @@ async def test_env_vars_and_statistics(make_runtime):
     async with make_runtime({"COUNTER": Counter}, vars={"GREETING": "hi"}) as rt:
         assert rt.env.GREETING == "hi"
         with pytest.raises(AttributeError, match="NOPE"):
-            rt.env.NOPE
+            rt.env.NOPE  # noqa: B018 - the attribute access is what raises
         await rt.env.COUNTER.get_by_name("s").increment()
         stats = rt.statistics()
         assert stats.live_objects == 1 and stats.activations == 1 and stats.events >= 1

@@ -22,7 +22,7 @@ from dotrio._schedule import (
     retry_delay_ms,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = ms_of(dt.datetime(2026, 1, 1, tzinfo=UTC))  # a Thursday, midnight UTC
 MIN = 60_000
 HOUR = 60 * MIN

@@ -11,8 +11,7 @@ import trio
 from croniter import croniter
 
 import dotrio._clock
-from dotrio import DurableObject, ObjectResetError
-from dotrio import Schedule
+from dotrio import DurableObject, ObjectResetError, Schedule
 from dotrio._schedule import MAX_CATCH_UP
 
 
@@ -101,7 +100,7 @@ async def test_datetime_and_sync_methods(make_runtime, autojump_clock):
     async with make_runtime({"A": make_agent(log)}) as rt:
         a = rt.env.A.get_by_name("dt")
         now = rt.clock.now_ms()
-        at = dt.datetime.fromtimestamp((now + 3_000) / 1000, dt.timezone.utc)
+        at = dt.datetime.fromtimestamp((now + 3_000) / 1000, dt.UTC)
         await a.plan(at, "sync_method", "s")
         await trio.sleep(5)
         assert [(e[0], e[1], e[2]) for e in log] == [("sync", "s", now + 3_000)]
@@ -173,7 +172,7 @@ async def test_cron_schedule_repeats_on_croniter_times(make_runtime, autojump_cl
         a = rt.env.A.get_by_name("cron")
         now = rt.clock.now_ms()
         await a.plan("*/5 * * * *", payload="c")
-        it = croniter("*/5 * * * *", dt.datetime.fromtimestamp(now / 1000, dt.timezone.utc))
+        it = croniter("*/5 * * * *", dt.datetime.fromtimestamp(now / 1000, dt.UTC))
         expected = [round(it.get_next(dt.datetime).timestamp() * 1000) for _ in range(3)]
         assert (await a.plans())[0][3] == expected[0]
         await trio.sleep((expected[2] - now) / 1000 + 1)
@@ -234,7 +233,7 @@ async def test_one_shot_failure_retries_then_drops(make_runtime, autojump_clock)
         await trio.sleep(400)
         times = [e[3] for e in ticks(log)]
         assert len(times) == 7
-        for i, (t1, t2) in enumerate(zip(times, times[1:]), start=1):
+        for i, (t1, t2) in enumerate(zip(times, times[1:], strict=False), start=1):
             assert 2.0**i - 0.002 <= t2 - t1 <= 2.0**i * 1.25 + 0.002
         assert await a.plans() == []
         stats = rt.alarms.statistics()
@@ -343,7 +342,7 @@ async def test_catch_up_is_bounded(make_runtime, monkeypatch, autojump_clock):
 
 def test_schedule_dataclass():
     s = Schedule("i", "m", None, 1_000, "* * * * *", None, None, "latest", 0)
-    assert s.repeating and s.next_run == dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.timezone.utc)
+    assert s.repeating and s.next_run == dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.UTC)
     assert not Schedule("i", "m", None, 0, None, None, None, "latest", 0).repeating
 
 

@@ -6,7 +6,6 @@ import datetime as dt
 import math
 
 import pytest
-import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -212,7 +211,9 @@ async def test_delete_all_removes_kv_sql_and_alarm(rt):
     async def check(s):
         assert await s.list() == {}
         assert await s.get_alarm() is None
-        tables = s.sql.exec("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE '\\_dotrio%' ESCAPE '\\'").to_array()
+        tables = s.sql.exec(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE '\\_dotrio%' ESCAPE '\\'"
+        ).to_array()
         assert tables == []
 
     await run_in(rt, "da", check)
@@ -281,7 +282,9 @@ async def test_sql_bindings_errors_and_atomic_multi_statement(rt):
             s.sql.exec("INSERT INTO t VALUES (1); INSERT INTO t VALUES (NULL)")
         assert s.sql.exec("SELECT count(*) AS n FROM t").one()["n"] == 0
         with pytest.raises(StorageError, match="FOREIGN KEY"):
-            s.sql.exec("CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(p REFERENCES p(id)); INSERT INTO c VALUES (7)")
+            s.sql.exec(
+                "CREATE TABLE p(id INTEGER PRIMARY KEY); CREATE TABLE c(p REFERENCES p(id)); INSERT INTO c VALUES (7)"
+            )
 
     await run_in(rt, "binding", body)
 
@@ -362,16 +365,18 @@ async def test_alarm_value_validation(rt):
             await s.set_alarm("tomorrow")
         await s.set_alarm(1234.6)
         assert await s.get_alarm() == 1235
-        await s.set_alarm(dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc))
+        await s.set_alarm(dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
         assert await s.get_alarm() == 1893456000000
 
     await run_in(rt, "alarmval", body)
 
 
 async def test_sync_commits(rt, data_dir, make_runtime):
-    async def body(s):
+    async def call(instance):
+        s = instance.ctx.storage
         await s.put("x", 1)
         await s.sync()
-        assert not s.dirty
+        assert not instance.ctx._host.storage.dirty  # the engine has nothing left to commit
 
-    await run_in(rt, "sync", body)
+    ns = rt.env.STORE
+    await rt.call(ns, ns.id_from_name("sync"), call)

@@ -10,8 +10,7 @@ import pytest
 import trio
 
 import dotrio
-from dotrio.storage import StorageBackend
-from dotrio.storage._object import ObjectStorage
+from dotrio.storage import StorageBackend, StorageEngine
 
 # Each takes several seconds to finish (tens of millions of CTE rows).
 SLOW_SELECT = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 80000000) SELECT max(i) AS n FROM r"
@@ -90,7 +89,7 @@ async def test_deadline_interrupts_sql_exec_and_rolls_it_back(make_runtime):
 async def test_deadline_at_the_storage_layer(tmp_path):
     backend = StorageBackend(tmp_path / "d")
     try:
-        s = ObjectStorage(backend, "NS", "ab" * 32)
+        s = StorageEngine(backend, "NS", "ab" * 32)
         s.sql.exec("CREATE TABLE t(x)")
         s.commit()
         start = trio.current_time()

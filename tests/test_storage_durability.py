@@ -13,10 +13,8 @@ import pytest
 import trio
 
 import dotrio
-from dotrio.storage import StorageBackend
-from dotrio.storage._object import ObjectStorage
+from dotrio.storage import StorageBackend, StorageEngine
 from dotrio.storage._pool import PAGE_SIZE, SCHEMA_VERSION
-
 from tests.test_crash import Batch, FlakyVFS
 
 
@@ -155,7 +153,7 @@ async def test_commit_failing_half_way_in_either_mode(tmp_path, durability):
 async def test_pool_evicts_least_recently_used_and_reopens(tmp_path: Path) -> None:
     backend = StorageBackend(tmp_path / "d", pool_size=3)
     try:
-        stores = [ObjectStorage(backend, "NS", f"{i:02d}" * 32) for i in range(6)]
+        stores = [StorageEngine(backend, "NS", f"{i:02d}" * 32) for i in range(6)]
         for i, s in enumerate(stores):
             await s.put("i", i)
             s.commit()
@@ -184,8 +182,8 @@ async def test_pool_evicts_least_recently_used_and_reopens(tmp_path: Path) -> No
 async def test_reopen_skips_the_schema_and_keeps_the_wal(tmp_path: Path) -> None:
     backend = StorageBackend(tmp_path / "d", pool_size=1)
     try:
-        a = ObjectStorage(backend, "NS", "aa" * 32)
-        b = ObjectStorage(backend, "NS", "bb" * 32)
+        a = StorageEngine(backend, "NS", "aa" * 32)
+        b = StorageEngine(backend, "NS", "bb" * 32)
         await a.put("k", "v")
         a.commit()
         path = Path(a._path)

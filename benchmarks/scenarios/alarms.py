@@ -236,7 +236,7 @@ def _http_alarms(opts: Options, server: _servers.Server, name: str, result: Scen
                                 + " | ".join(server.log_tail(1500).strip().splitlines()[-6:]))
             break
         resp = None
-        for attempt in range(3):
+        for _attempt in range(3):
             try:
                 conn.request("GET", f"/ALARM/a{i}/stats")
                 resp = conn.getresponse()

@@ -8,10 +8,14 @@ at each durability asked for, and the peer if asked for; then the ratios.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import _load, _servers
 from .._common import Options, durabilities, measure_http, new_result
 from .._peers import WORKERD_DURABILITY, PeerUnavailable, workerd
-from .._report import Measurement, Progress, ScenarioResult
+
+if TYPE_CHECKING:
+    from .._report import Measurement, Progress, ScenarioResult
 
 __all__ = ["run_hot", "run_spread", "run_sql", "run_hello", "ceiling_http"]
 

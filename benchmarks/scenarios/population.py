@@ -139,7 +139,7 @@ async def _touch(data_dir: Path, n: int, touch: int, pool_size: int | None, prog
         for actor in list(rt._actors.values()):
             rt.evict(actor)
         gc.collect()
-        rss_evicted_untrimmed = rss_bytes()
+        rss_bytes()
         _malloc_trim()
         rss_evicted = rss_bytes()
         fds_after = open_fds()

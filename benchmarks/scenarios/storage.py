@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from .._common import Options, new_result
-from .._report import Progress, ScenarioResult
 from .._servers import REPO, _env
+
+if TYPE_CHECKING:
+    from .._report import Progress, ScenarioResult
 
 __all__ = ["run", "SCRIPT"]
 

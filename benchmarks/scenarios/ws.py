@@ -9,9 +9,9 @@ import json
 import time
 
 from .. import _load, _servers
-from .._proc import open_fds
 from .._common import Options, durabilities, measure_ws_echo, measure_ws_fanout, new_result
 from .._peers import WORKERD_DURABILITY, PeerUnavailable, workerd
+from .._proc import open_fds
 from .._report import Measurement, Progress, ScenarioResult
 
 __all__ = ["run_echo", "run_fanout", "run_hibernate"]

@@ -13,7 +13,14 @@ that ``dotrio/__init__.py`` installs, so the runtime itself never opens a
 file. The server (above both) uses ``load_config`` directly.
 """
 
-from ._loader import DEV_VARS, VAR_ENV_PREFIX, find_config, load_config, parse_jsonc, runtime_kwargs_from_file
+from ._loader import (
+    DEV_VARS,
+    VAR_ENV_PREFIX,
+    find_config,
+    load_config,
+    parse_jsonc,
+    runtime_kwargs_from_file,
+)
 from ._schema import (
     CONFIG_NAMES,
     DEFAULT_MAX_REQUEST_BODY,

@@ -13,7 +13,7 @@ kernel, in the style of frozenlist and msgpack::
 and in each kernel folder::
 
     __init__.py           what the rest of dotrio imports: the selected twin's names
-    _pure.py              the pure-Python twin, where the rules are documented
+    _pure.py              the pure-Python twin, the reference (design: docs/design/kernels.md)
     _compiled.pyx         the Cython twin (built by setup.py as <kernel>._compiled)
     _compiled.pyi         its type stub (installed with the package)
     _compiled.pxd         its C-level interface (what other Cython code may cimport)

@@ -34,12 +34,12 @@ import trio
 
 from .._context import current_actor, request_deadline
 from .._errors import ObjectResetError, OverloadedError, StorageError
-from .._ids import DurableObjectId
-from .._object import DurableObjectState, Env
-from ..storage import ObjectStorage
+from .._object import DurableObjectState, Env, new_state
+from ..storage import StorageEngine, new_user_storage
 
 if TYPE_CHECKING:
     from .._clock import RuntimeClock
+    from .._ids import DurableObjectId
     from .._namespace import DurableObjectNamespace
     from .._schedule import Schedule
     from .._websocket import WebSocket, WebSocketRequestResponsePair
@@ -125,7 +125,7 @@ class Event:
         self,
         fn: Callable[[Any], Awaitable[Any]],
         waiter: trio.lowlevel.Task | None = None,
-        callback: Callable[[outcome.Outcome], None] | None = None,
+        callback: Callable[[outcome.Outcome[Any]], None] | None = None,
         deadline: float = math.inf,
     ) -> None:
         self.fn = fn
@@ -136,7 +136,7 @@ class Event:
         # Its handler is suspended mid-way, watched for that deadline.
         self.running = False
 
-    def reply(self, result: outcome.Outcome) -> None:
+    def reply(self, result: outcome.Outcome[Any]) -> None:
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -191,7 +191,8 @@ class Actor:
         self.namespace = namespace
         self.id = oid
         self.key: ActorKey = (namespace.name, str(oid))
-        self.storage = ObjectStorage(runtime.backend, namespace.name, str(oid))
+        self.storage = StorageEngine(runtime.backend, namespace.name, str(oid))
+        self.user_storage = new_user_storage(self.storage)
         self.storage.attach_gate(self)
         runtime.alarms.attach(self)
         self.instance: Any = None
@@ -298,7 +299,7 @@ class Actor:
             self._gen = None
 
     async def _construct(self, first: Event, gen: _Generation) -> bool:
-        ctx = DurableObjectState(self)
+        ctx = new_state(self)
         self.ctx = ctx
         current_actor.set(self)
         try:
@@ -398,7 +399,7 @@ class Actor:
                     value = await self._drive(event.fn(self.instance))
                 else:
                     value = await self._drive_until(event, deadline)
-                result: outcome.Outcome = outcome.Value(value)
+                result: outcome.Outcome[Any] = outcome.Value(value)
             except trio.Cancelled:
                 event.reply(outcome.Error(_reset_error(gen)))
                 raise

@@ -3,7 +3,7 @@
 Truth, hint and clock
 ---------------------
 * **Truth** is each object's own database: the user's alarm is the
-  ``_dotrio_meta`` row ``'alarm'`` (written by ``ObjectStorage.commit()``), the
+  ``_dotrio_meta`` row ``'alarm'`` (written by ``StorageEngine.commit()``), the
   schedules are rows of ``_dotrio_schedules``. An object's *wake time* is the
   earliest of its alarm (or, while a retry is pending, that retry's time) and
   its schedules' next runs.
@@ -119,10 +119,9 @@ import logging
 import math
 import random
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -154,7 +153,7 @@ from ..storage._datadir import WakeScan, has_object_files, scan_wake_times
 if TYPE_CHECKING:
     from .._clock import RuntimeClock
     from .._namespace import DurableObjectNamespace
-    from ..storage import ObjectStorage, StorageBackend
+    from ..storage import StorageBackend, StorageEngine
     from ._actor import Actor
 
 
@@ -258,7 +257,7 @@ class _Firing:
         self.when = when
         self.touched = False  # an alarm change was committed while the wake ran
         self.hidden = False  # get_alarm() currently answers None for the firing alarm
-        self.storage: ObjectStorage | None = None
+        self.storage: StorageEngine | None = None
 
 
 class _ObjectAlarms:
@@ -266,7 +265,7 @@ class _ObjectAlarms:
 
     __slots__ = ("_mgr", "key", "ns", "oid", "hexid", "name", "storage", "hi")
 
-    def __init__(self, mgr: AlarmManager, key: int, ns: str, hexid: str, name: str | None, storage: ObjectStorage):
+    def __init__(self, mgr: AlarmManager, key: int, ns: str, hexid: str, name: str | None, storage: StorageEngine):
         self._mgr = mgr
         self.key = key
         self.ns = ns
@@ -717,7 +716,7 @@ class AlarmManager:
         if not ran:
             self._spurious += 1
 
-    async def _run_alarm(self, instance: Any, storage: ObjectStorage, firing: _Firing, row: int, n: int) -> None:
+    async def _run_alarm(self, instance: Any, storage: StorageEngine, firing: _Firing, row: int, n: int) -> None:
         key = firing.key
         handler = getattr(instance, "alarm", None)
         if handler is None or n > MAX_RETRIES:
@@ -763,7 +762,7 @@ class AlarmManager:
             self._retry[key] = (n + 1, self._clock.now_ms() + delay_ms)
             self._retries += 1
 
-    def _woken(self, firing: _Firing, result: outcome.Outcome) -> None:
+    def _woken(self, firing: _Firing, result: outcome.Outcome[Any]) -> None:
         """The wake event finished (its writes are committed, or the object was reset)."""
         if self._firing.get(firing.key) is firing:
             del self._firing[firing.key]
@@ -779,7 +778,7 @@ class AlarmManager:
         except Exception:
             log.exception("alarm bookkeeping failed after a wake")
 
-    def _after_wake(self, firing: _Firing, result: outcome.Outcome) -> None:
+    def _after_wake(self, firing: _Firing, result: outcome.Outcome[Any]) -> None:
         key = firing.key
         storage = firing.storage
         if storage is None:
@@ -837,7 +836,7 @@ class AlarmManager:
     def _schedule_next(self, lis: _ObjectAlarms) -> int | None:
         return lis.storage.schedules.next_run_ms()
 
-    async def _run_schedules(self, instance: Any, storage: ObjectStorage) -> bool:
+    async def _run_schedules(self, instance: Any, storage: StorageEngine) -> bool:
         if storage.read_connection() is None:
             return False
         assert self._clock is not None
@@ -850,7 +849,7 @@ class AlarmManager:
             await self._run_schedule(instance, storage, row, now)
         return bool(rows)
 
-    async def _run_schedule(self, instance: Any, storage: ObjectStorage, row: ScheduleRow, now: int) -> None:
+    async def _run_schedule(self, instance: Any, storage: StorageEngine, row: ScheduleRow, now: int) -> None:
         sid, seq, method, payload, next_ms, cron, tz, interval_ms, missed, retries = row
         table = storage.schedules
         fn = getattr(instance, method, None)

@@ -76,7 +76,9 @@ def _check_secret(data_dir: Path, have_objects: bool, report: FsckReport) -> Non
             report.notes.append(f"{SECRET_FILE}: absent (no objects yet; created at the first start)")
         return
     except IsADirectoryError:
-        report.problems.append(f"{path} is a directory, expected the {SECRET_BYTES}-byte id secret: restore it from backup")
+        report.problems.append(
+            f"{path} is a directory, expected the {SECRET_BYTES}-byte id secret: restore it from backup"
+        )
         return
     except OSError as exc:
         report.problems.append(f"cannot read {path}: {exc.strerror or exc}")
@@ -123,7 +125,9 @@ def fsck(data_dir: str | os.PathLike[str], repair: bool = False) -> FsckReport:
                 report.wakes += 1
                 truth[(f.namespace, bytes.fromhex(f.object_id[:_BASE_HEX]))] = wake
         _check_secret(root, report.objects > 0, report)
-        report.notes.append(f"objects: {report.objects} checked, {len(report.corrupt)} corrupt, {report.wakes} with a wake-up")
+        report.notes.append(
+            f"objects: {report.objects} checked, {len(report.corrupt)} corrupt, {report.wakes} with a wake-up"
+        )
         for label, problem in report.corrupt:
             report.problems.append(
                 f"object {label} is corrupt ({problem}): only this object fails; restore its file from a "
@@ -161,7 +165,10 @@ def _check_index(root: Path, truth: dict[tuple[str, bytes], int], repair: bool, 
             uncovered = sum(1 for key, when in truth.items() if rows.get(key, when + 1) > when)
             stale = sum(1 for key, when in rows.items() if truth.get(key) != when)
             if uncovered:
-                wrong = f"{INDEX_FILE} misses or delays {uncovered} of {len(truth)} wake-ups (they would fire late or never)"
+                wrong = (
+                    f"{INDEX_FILE} misses or delays {uncovered} of {len(truth)} wake-ups "
+                    "(they would fire late or never)"
+                )
             elif stale:
                 # Early or left-over rows: a spurious wake each, never a missed alarm.
                 note = f"{INDEX_FILE}: ok ({len(rows)} rows; {stale} early or stale, harmless"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import inspect
 import itertools
+import logging
 import math
 import os
 import re
@@ -39,6 +40,8 @@ from ..storage._datadir import SECRET_BYTES, load_or_create_secret, lock_data_di
 from ._actor import Actor, ActorKey, Event, Gone
 from ._alarms import AlarmManager
 
+log = logging.getLogger("dotrio.runtime")
+
 __all__ = ["ConfigReader", "Runtime", "RuntimeStatistics", "Namespace", "set_config_reader"]
 
 #: Reads a config file into ``Runtime`` keyword arguments.
@@ -60,6 +63,8 @@ _PASSTHROUGH = (DurableObjectId, DurableObjectStub)
 
 @dataclass(frozen=True)
 class RuntimeStatistics:
+    """``rt.statistics()``: counters of a Runtime and its subsystems."""
+
     live_objects: int
     activations: int
     evictions: int
@@ -103,7 +108,11 @@ class Runtime:
     alarm index (rebuilding it from the objects' databases if it is missing,
     empty or corrupt); any of these failing raises
     :class:`~dotrio.DataDirError` naming the file, what is wrong and what to
-    do, with nothing left open."""
+    do, with nothing left open.
+
+    ``max_sql_result_rows`` (default 100,000) is the most rows one
+    ``sql.exec()`` result may have; more raises ``StorageError`` naming the
+    limit (building a bigger result would hold every object of the process)."""
 
     def __init__(
         self,
@@ -151,6 +160,7 @@ class Runtime:
         self._deadline_seq = itertools.count()
         self._deadline_watcher = False
         self._deadline_scope: trio.CancelScope | None = None
+        self._prune_at = 4096
         self._namespaces: dict[str, DurableObjectNamespace] = {}
         self._id_factories: dict[str, IdFactory] = {}
         self.env = Env({})
@@ -279,6 +289,7 @@ class Runtime:
         self.backend.close()
 
     def statistics(self) -> RuntimeStatistics:
+        """Counters of the runtime and its subsystems (objects, storage, alarms), for monitoring."""
         return RuntimeStatistics(
             live_objects=len(self._actors),
             activations=self._activations,
@@ -301,6 +312,7 @@ class Runtime:
 
     @property
     def namespaces(self) -> dict[str, DurableObjectNamespace]:
+        """The namespaces by their storage name (the class name unless a migration renamed it)."""
         return dict(self._namespaces)
 
     # ---- activation -------------------------------------------------------------------
@@ -431,13 +443,12 @@ class Runtime:
         scope = self._deadline_scope
         if scope is not None and event.deadline < scope.deadline:
             scope.deadline = event.deadline
-        elif len(self._deadlines) > 4096 and len(self._deadlines) > 4 * self._live_watched():
-            # Most entries are of handlers that finished long before: prune.
+        elif len(self._deadlines) > self._prune_at:
+            # Entries of handlers that finished stay until their deadline: drop
+            # them now and then (amortized: the next prune waits for twice as many).
             self._deadlines = [e for e in self._deadlines if e[3].running]
             heapq.heapify(self._deadlines)
-
-    def _live_watched(self) -> int:
-        return sum(1 for e in self._deadlines if e[3].running) or 1
+            self._prune_at = max(4096, 2 * len(self._deadlines))
 
     async def _watch_deadlines(self) -> None:
         while True:
@@ -451,7 +462,10 @@ class Runtime:
             now = trio.current_time()
             while deadlines and deadlines[0][0] <= now:
                 _, _, actor, event = heapq.heappop(deadlines)
-                actor.deadline_passed(event)
+                try:
+                    actor.deadline_passed(event)
+                except Exception:  # one object must not stop the watch for all
+                    log.exception("resetting %s/%s at its request deadline failed", actor.namespace.name, actor.id)
 
     # ---- background tasks --------------------------------------------------------------
 

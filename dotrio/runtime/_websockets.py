@@ -212,7 +212,7 @@ class WebSocketRegistry:
         entry = self._by_object.get(key) if key is not None else None
         if entry is not None:
             entry.sockets.pop(ws, None)
-            if not entry.sockets and entry.auto is None:
+            if not entry.sockets and entry.auto is None and key is not None:
                 del self._by_object[key]
 
     def _post(self, ws: WebSocket, run: Any, what: str, force: bool) -> bool:
@@ -221,7 +221,7 @@ class WebSocketRegistry:
             return False
         ns, oid = target
 
-        def done(result: outcome.Outcome) -> None:
+        def done(result: outcome.Outcome[Any]) -> None:
             if isinstance(result, outcome.Error):
                 log.warning("%s handler of %s/%s raised %r", what, ns.name, oid, result.error)
 

@@ -3,6 +3,7 @@ hypercorn adapter (HTTP/2, TLS), both generic over a ``Handler``; the
 dispatcher that routes requests to objects; ``serve()``, which runs a config
 or a Runtime behind either; and the config loader ``dotrio`` uses."""
 
+from .._util import fixup_module_metadata as _fixup_module_metadata
 from ._asgi import asgi_app, serve_hypercorn
 from .._config import Config, load_config
 from ._control import ConnectionStatistics, Handler, ServerControl, ServerStatistics
@@ -32,3 +33,5 @@ __all__ = [
     "serve_fast",
     "serve_hypercorn",
 ]
+
+_fixup_module_metadata(__name__, globals(), [n for n in __all__ if n not in ("Handler", "HEALTH_PATH")])

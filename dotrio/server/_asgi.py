@@ -175,7 +175,7 @@ class ASGIApp:
             else:
                 host = b"localhost"
         query = scope.get("query_string", b"")
-        url = scheme.encode("ascii") + b"://" + host + path
+        url: bytes = scheme.encode("ascii") + b"://" + host + path
         if query:
             url += b"?" + query
         return url.decode("latin-1")

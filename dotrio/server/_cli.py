@@ -85,8 +85,10 @@ _CONFIG_ARG = click.argument("config", required=False, type=click.Path(dir_okay=
               help="One line per request on the dotrio.access logger [default: off, or [server] access_log].")
 @click.option("--shutdown-grace", default=None, type=click.FloatRange(min=0),
               help="Seconds in-flight work may take after SIGTERM/SIGINT [default: 10].")
-@click.option("--certfile", default=None, type=click.Path(exists=True, dir_okay=False), help="TLS certificate (hypercorn).")
-@click.option("--keyfile", default=None, type=click.Path(exists=True, dir_okay=False), help="TLS private key (hypercorn).")
+@click.option("--certfile", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="TLS certificate (hypercorn).")
+@click.option("--keyfile", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="TLS private key (hypercorn).")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Where objects' databases live, instead of the config's data_dir (e.g. a container volume).")
 def serve(config: str | None, host: str | None, port: int | None, server: str | None,

@@ -12,6 +12,7 @@ import click
 
 from .._errors import DataDirError
 from ..runtime._fsck import fsck as run_fsck
+
 __all__ = ["fsck"]
 
 EXIT_RUNTIME = 1  # as dotrio.server._cli: a problem remains, or the check could not run

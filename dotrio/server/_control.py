@@ -97,6 +97,7 @@ class ServerControl:
 
     @property
     def url(self) -> str:
+        """``http://host:port`` of the first listening socket."""
         host, port = self._addresses[0][:2]
         if ":" in host:
             host = f"[{host}]"
@@ -104,6 +105,7 @@ class ServerControl:
 
     @property
     def shutting_down(self) -> bool:
+        """True once ``shutdown()`` was called."""
         return self._shutdown_requested.is_set()
 
     def shutdown(self, grace: float | None = None) -> None:
@@ -122,6 +124,7 @@ class ServerControl:
             self._backend.begin_shutdown()
 
     async def wait_shutdown_requested(self) -> None:
+        """Return once ``shutdown()`` is called."""
         await self._shutdown_requested.wait()
 
     async def wait_stopped(self) -> None:
@@ -129,6 +132,7 @@ class ServerControl:
         await self._stopped.wait()
 
     def statistics(self) -> ServerStatistics:
+        """Counters of the running server (connections, requests, WebSockets)."""
         if self._backend is None:
             raise RuntimeError("the server has not started yet")
         return self._backend.statistics()

@@ -275,6 +275,8 @@ class Dispatcher:
         return _plain(200, "\n".join(lines))
 
     def health(self) -> Response:
+        """The answer to ``GET /_dotrio/health``: the runtime's statistics as
+        JSON (without filesystem paths)."""
         draining = self.draining() if self.draining is not None else False
         runtime = self.runtime
         stats = _jsonable(runtime.statistics())

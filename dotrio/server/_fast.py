@@ -271,7 +271,7 @@ class _Conn:
                         await self._fail(_TOO_MANY)
                         return None
                 if ws is not None:
-                    return await self._answer_upgrade(request, head, ws)  # type: ignore[arg-type]
+                    return await self._answer_upgrade(request, head, ws)
                 self.state = HANDLING
                 server.requests_total += 1
                 server.in_flight += 1

@@ -236,9 +236,9 @@ def h11_shape_problems() -> list[str]:
 
 
 def _h11_protocol_class() -> type:
-    import h11
     from http import HTTPStatus
 
+    import h11
     from hypercorn.events import Closed
     from hypercorn.protocol.h11 import H11Protocol
 

@@ -31,7 +31,6 @@ import sys
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -222,7 +221,7 @@ def run_server(target: Config | str | os.PathLike[str], **options: Any) -> int:
         raise _collapse(group) from None
 
 
-async def _main(target: Config | str | Path, options: dict[str, Any]) -> int:
+async def _main(target: Config | str | os.PathLike[str], options: dict[str, Any]) -> int:
     control = ServerControl()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:

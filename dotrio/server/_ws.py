@@ -5,7 +5,7 @@ callbacks, so a slow endpoint slows the reader and TCP pushes back on the peer.
 One writer task owns every write after the handshake, so ``send_message`` and
 ``close`` only append to a bounded buffer and wake it: they never await.
 
-The runtime side (``dotrio/websocket.py``) sees this through the
+The runtime side (``dotrio/_websocket.py``) sees this through the
 ``WebSocketTransport`` protocol (defined there) and answers with an endpoint that has
 ``on_message``, ``on_close`` and ``on_error``.
 """

@@ -1,7 +1,9 @@
 """Per-object SQLite storage: KV and SQL APIs in one transaction."""
 
+from .._util import fixup_module_metadata as _fixup_module_metadata
+from ._api import ObjectStorage, new_user_storage
 from ._backend import BackendStatistics, StorageBackend
-from ._object import MAX_KEY_BYTES, MAX_VALUE_BYTES, ObjectStorage, Transaction, encode_value
+from ._object import MAX_KEY_BYTES, MAX_VALUE_BYTES, StorageEngine, Transaction, encode_value
 from ._schedules import ScheduleRow, ScheduleTable
 from ._sql import DEFAULT_MAX_SQL_RESULT_ROWS, SqlCursor, SqlStorage
 
@@ -9,6 +11,8 @@ __all__ = [
     "BackendStatistics",
     "StorageBackend",
     "ObjectStorage",
+    "StorageEngine",
+    "new_user_storage",
     "Transaction",
     "SqlCursor",
     "SqlStorage",
@@ -19,3 +23,6 @@ __all__ = [
     "encode_value",
     "DEFAULT_MAX_SQL_RESULT_ROWS",
 ]
+
+# Public storage types say dotrio.storage.X (dotrio.SqlCursor says dotrio.X).
+_fixup_module_metadata(__name__, globals(), ["ObjectStorage", "SqlStorage", "Transaction"])

@@ -25,6 +25,7 @@ import apsw
 
 from .._errors import DataDirError
 from ._pool import CORRUPTION_ERRORS, open_existing
+from ._schedules import HAS_TABLE_SQL, NEXT_RUN_SQL
 
 __all__ = [
     "LOCK_FILE",
@@ -241,16 +242,13 @@ def _create_secret(data_dir: Path, path: Path) -> bytes:
         raise DataDirError(f"cannot create {path}: {_why(exc)}") from None
 
 
-_HAS_SCHEDULES = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_dotrio_schedules'"
-
-
 def _wake_time(conn: apsw.Connection) -> int | None:
     when: int | None = None
     for (v,) in conn.execute("SELECT v FROM _dotrio_meta WHERE k='alarm'"):
         if isinstance(v, int):
             when = v
-    if conn.execute(_HAS_SCHEDULES).fetchall():
-        for (v,) in conn.execute("SELECT min(next_ms) FROM _dotrio_schedules"):
+    if conn.execute(HAS_TABLE_SQL).fetchall():
+        for (v,) in conn.execute(NEXT_RUN_SQL):
             if isinstance(v, int) and (when is None or v < when):
                 when = v
     return when

@@ -22,24 +22,25 @@ import datetime as _dt
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, Protocol, TypeVar, final
 
 import apsw
 import trio
 
-from .._kernels.codec import decode, encode
-from .._kernels.coalesce import MAX_KEY_BYTES, MAX_VALUE_BYTES, MISSING, READY, Coalescer, check_key
 from .._context import request_deadline
 from .._errors import StorageError
+from .._kernels.coalesce import MAX_KEY_BYTES, MAX_VALUE_BYTES, MISSING, READY, Coalescer, check_key
+from .._kernels.codec import decode, encode
+from .._util import NoPublicConstructor
 from ._failure import is_environment_failure, storage_failure
-from ._schedules import ScheduleTable
+from ._schedules import DROP_TABLE_SQL, ScheduleTable
 from ._sql import SqlCursor, SqlInterrupted, SqlStorage, run_user_sql
 from ._trio_shim import cancel_for_passed_deadline
 
 if TYPE_CHECKING:
     from ._backend import StorageBackend
 
-__all__ = ["ObjectStorage", "Transaction", "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "AlarmListener", "check_key"]
+__all__ = ["StorageEngine", "Transaction", "MAX_KEY_BYTES", "MAX_VALUE_BYTES", "AlarmListener", "check_key"]
 
 T = TypeVar("T")
 _UNSET: Any = object()
@@ -155,8 +156,20 @@ def _deadline_cancelled() -> BaseException:
     )
 
 
-class ObjectStorage:
-    """``ctx.storage``: the KV API, the SQL API and the alarm of one object."""
+class _Batch(NamedTuple):
+    """One commit's writes, taken out of the write buffer."""
+
+    conn: apsw.Connection | None  # None: the commit thread opens the database
+    puts: list[tuple[str, bytes]]
+    dels: list[tuple[str]]
+    alarm: Any  # _UNSET, None (delete) or epoch ms
+
+
+class StorageEngine:
+    """One object's storage engine: the KV, SQL and alarm operations behind
+    ``ctx.storage`` (:class:`~dotrio.storage.ObjectStorage`, the user-facing
+    API), the object's SQLite transaction and its commit pipeline, which the
+    runtime drives."""
 
     def __init__(self, backend: StorageBackend, namespace: str, object_id: str) -> None:
         self._backend = backend
@@ -215,6 +228,11 @@ class ObjectStorage:
                 await self._inflight.wait()
         finally:
             self._waits -= 1
+
+    @property
+    def label(self) -> str:
+        """``namespace/object id``, for messages."""
+        return f"{self._namespace}/{self._object_id}"
 
     @property
     def waiting(self) -> bool:
@@ -372,6 +390,9 @@ class ObjectStorage:
         """Write one batch and commit. Runs on the Trio thread ("process") or in
         a worker thread ("power"); touches nothing but the connection and
         ``_txn_open``."""
+        hook = self._backend.fault_hook
+        if hook is not None:
+            hook("commit", self._path)  # tests inject storage failures here
         if not self._txn_open:
             if alarm is _UNSET and not dels and len(puts) == 1:
                 # A lone statement is its own transaction: no BEGIN/COMMIT round trips.
@@ -397,136 +418,45 @@ class ObjectStorage:
         conn.execute("COMMIT")
         self._txn_open = False
 
-    def commit(self) -> None:
-        """Commit every write made so far as one SQLite transaction, here, on
-        the calling thread.
-
-        On failure everything uncommitted is rolled back and StorageError is
-        raised; the runtime then resets the object.
-        """
+    def _take_batch(self, what: str, threaded: bool) -> _Batch | None:
+        """Step one of a commit, either kind: take every uncommitted write as one
+        batch (None if there is nothing to commit) and cover a new alarm time in
+        the alarm index before the batch can land."""
         if not self._dirty:
-            return
+            return None
         if self._in_transaction:
-            raise RuntimeError("commit() inside a storage transaction")  # the runtime waits instead
-        if self._inflight is not None:
-            raise RuntimeError("commit() while a commit is in flight; await commit_async()")
+            raise RuntimeError(f"{what}() inside a storage transaction")  # the runtime waits instead
         co = self._co
         alarm = self._alarm_pending
         if not co.pending and alarm is _UNSET and not self._txn_open:
             self._dirty = False
-            return
-        try:
-            conn = self._conn
-            if conn is None:
-                conn = self._connection(True)
-                assert conn is not None
-            if alarm is not _UNSET and self.alarm_listener is not None:
-                self.alarm_listener.before_alarm_commit(alarm)
-            puts, dels = co.take()
-            hook = self._backend.fault_hook
-            if hook is not None:
-                hook("commit", self._path)
-            if alarm is _UNSET and not dels and len(puts) == 1 and not self._txn_open:
-                # The common turn: one put, its own autocommit transaction.
-                conn.execute(_PUT, puts[0])
-            else:
-                self._write_batch(conn, puts, dels, alarm)
-        except BaseException as e:
-            self._rollback_failed(e)
-            if isinstance(e, StorageError) or not isinstance(e, Exception):
-                raise
-            raise self._commit_error(e) from e
-        co.settle()
-        self._dirty = False
-        if self._pinned:
-            self._unpin()
-        if alarm is not _UNSET:
-            self._alarm_pending = _UNSET
-            self._alarm_cached = alarm
-            if self.alarm_listener is not None:
-                self.alarm_listener.after_alarm_commit(alarm)
-
-    async def commit_async(self) -> None:
-        """The output gate's commit: returns once every write made so far is
-        committed. In ``"power"`` mode the batch is written and fsynced in a
-        worker thread (a bounded pool shared by all objects, so commits of
-        different objects overlap their fsyncs), with the object's input gate
-        held so that no event of this object runs meanwhile; writes made in the
-        meantime go to a fresh buffer and commit next."""
-        while self._inflight is not None:
-            await self._inflight.wait()
-        if not self._dirty:
-            return
-        if not self._power:
-            self.commit()
-            return
-        if self._in_transaction:
-            raise RuntimeError("commit_async() inside a storage transaction")
-        co = self._co
-        alarm = self._alarm_pending
-        if not co.pending and alarm is _UNSET and not self._txn_open:
-            self._dirty = False
-            return
+            return None
         try:
             if alarm is not _UNSET and self.alarm_listener is not None:
                 self.alarm_listener.before_alarm_commit(alarm)
             conn = self._conn
             if conn is None:
-                self._backend.prepare_create(self._path)
+                if threaded:
+                    # The commit thread opens (or creates) the file.
+                    self._backend.prepare_create(self._path)
+                else:
+                    conn = self._connection(True)
+                    assert conn is not None
         except BaseException as e:
-            self._rollback_failed(e)
-            if isinstance(e, StorageError) or not isinstance(e, Exception):
-                raise
-            raise self._commit_error(e) from e
+            self._commit_failed(e, lost=False)
         puts, dels = co.take()
         self._alarm_pending = _UNSET
         self._dirty = False
-        done = self._inflight = trio.Event()
-        lock = self._conn_lock
-        assert lock is not None
-        lock.acquire()
-        self._thread_started = False
-        self._pin()
-        gate = self._gate
-        if gate is not None:
-            gate.hold_gate()
-        failure: BaseException | None = None
-        try:
-            # Shielded: a batch is never abandoned half-way; a cancelled caller
-            # waits at most one commit.
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(
-                    self._commit_in_thread, conn, puts, dels, alarm, lock, limiter=self._backend.commit_limiter()
-                )
-        except BaseException as e:
-            failure = e
-        finally:
-            if not self._thread_started:
-                lock.release()
-            if conn is None and self._conn is not None:
-                # The thread opened (or created) the file: the pool owns the connection now.
-                self._backend.adopt(self._path, self._conn, self._on_pool_close)
-            self._inflight = None
-            if gate is not None:
-                gate.release_gate()
-            done.set()
-        if failure is not None:
-            # The thread rolled the database back. Everything uncommitted goes;
-            # the runtime resets the object.
-            self._rollback_failed(failure, lost=True)
-            if isinstance(failure, StorageError) or not isinstance(failure, Exception):
-                raise failure
-            raise self._commit_error(failure) from failure
-        co.settle()
-        if not self._txn_open:
-            self._unpin()
-        if alarm is not _UNSET:
-            self._alarm_cached = alarm
-            if self.alarm_listener is not None:
-                self.alarm_listener.after_alarm_commit(alarm)
-        if self._dirty and gate is not None:
-            # Writes made while this batch was in flight: their flush was skipped.
-            gate.storage_dirty()
+        return _Batch(conn, puts, dels, alarm)
+
+    def _commit_failed(self, failure: BaseException, lost: bool) -> NoReturn:
+        """A commit failed, either kind: everything uncommitted goes (the
+        runtime then resets the object). ``lost``: the connection's state is
+        unknown (the commit thread failed)."""
+        self._rollback_failed(failure, lost=lost)
+        if isinstance(failure, StorageError) or not isinstance(failure, Exception):
+            raise failure
+        raise self._commit_error(failure) from failure
 
     def _rollback_failed(self, failure: BaseException, lost: bool = False) -> None:
         """Roll back after a failed commit; a failure of the rollback itself
@@ -550,6 +480,96 @@ class ObjectStorage:
             return StorageError(f"{what}: {exc}")
         return storage_failure(what, exc, self._path)
 
+    def _batch_committed(self, batch: _Batch) -> None:
+        """The last step of a commit, either kind: the batch is in the database."""
+        self._co.settle()
+        if not self._txn_open:
+            self._unpin()
+        alarm = batch.alarm
+        if alarm is not _UNSET:
+            self._alarm_cached = alarm
+            if self.alarm_listener is not None:
+                self.alarm_listener.after_alarm_commit(alarm)
+        gate = self._gate
+        if self._dirty and gate is not None:
+            # Writes made while a "power" batch was in flight: their flush was skipped.
+            gate.storage_dirty()
+
+    def commit(self) -> None:
+        """Commit every write made so far as one SQLite transaction, here, on
+        the calling thread.
+
+        On failure everything uncommitted is rolled back and StorageError is
+        raised; the runtime then resets the object.
+        """
+        if not self._dirty:
+            return
+        if self._in_transaction:
+            raise RuntimeError("commit() inside a storage transaction")  # the runtime waits instead
+        if self._inflight is not None:
+            raise RuntimeError("commit() while a commit is in flight; await commit_async()")
+        batch = self._take_batch("commit", threaded=False)
+        if batch is None:
+            return
+        assert batch.conn is not None
+        try:
+            self._write_batch(batch.conn, batch.puts, batch.dels, batch.alarm)
+        except BaseException as e:
+            self._commit_failed(e, lost=False)
+        self._batch_committed(batch)
+
+    async def commit_async(self) -> None:
+        """The output gate's commit: returns once every write made so far is
+        committed. Same steps as :meth:`commit`, except that in ``"power"``
+        mode the batch is written and fsynced in a worker thread (a bounded
+        pool shared by all objects, so commits of different objects overlap
+        their fsyncs), with the object's input gate held so that no event of
+        this object runs meanwhile; writes made in the meantime go to a fresh
+        buffer and commit next."""
+        while self._inflight is not None:
+            await self._inflight.wait()
+        if not self._power:
+            self.commit()
+            return
+        batch = self._take_batch("commit_async", threaded=True)
+        if batch is None:
+            return
+        conn = batch.conn
+        done = self._inflight = trio.Event()
+        lock = self._conn_lock
+        assert lock is not None
+        lock.acquire()
+        self._thread_started = False
+        self._pin()
+        gate = self._gate
+        if gate is not None:
+            gate.hold_gate()
+        failure: BaseException | None = None
+        try:
+            # Shielded: a batch is never abandoned half-way; a cancelled caller
+            # waits at most one commit.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(
+                    self._commit_in_thread, conn, batch.puts, batch.dels, batch.alarm, lock,
+                    limiter=self._backend.commit_limiter(),
+                )
+        except BaseException as e:
+            failure = e
+        finally:
+            if not self._thread_started:
+                lock.release()
+            if conn is None and self._conn is not None:
+                # The thread opened (or created) the file: the pool owns the connection now.
+                self._backend.adopt(self._path, self._conn, self._on_pool_close)
+            self._inflight = None
+            if gate is not None:
+                gate.release_gate()
+            done.set()
+        if failure is not None:
+            # The thread rolled the database back.
+            self._commit_failed(failure, lost=True)
+        self._batch_committed(batch)
+
     # Set by the commit thread once it runs: from then on the thread releases the lock.
     _thread_started = False
 
@@ -570,9 +590,6 @@ class ObjectStorage:
                 conn = self._backend.open_unpooled(self._path)
                 self._conn = conn
                 self._absent = False
-            hook = self._backend.fault_hook
-            if hook is not None:
-                hook("commit", self._path)
             self._write_batch(conn, puts, dels, alarm)
         except BaseException:
             try:
@@ -820,8 +837,7 @@ class ObjectStorage:
             for kind, name in objects:
                 quoted = '"' + name.replace('"', '""') + '"'
                 conn.execute(f"DROP {kind.upper()} IF EXISTS {quoted}")
-            # The scheduler's rows (dotrio.alarms) are part of "everything".
-            conn.execute("DROP TABLE IF EXISTS _dotrio_schedules")
+            conn.execute(DROP_TABLE_SQL)  # the scheduler's rows are part of "everything"
         except apsw.Error as e:
             raise StorageError(f"delete_all failed: {e}") from e
 
@@ -862,7 +878,7 @@ class ObjectStorage:
                 conn = self._conn if self._txn_open else None
                 if conn is not None:
                     conn.execute("SAVEPOINT _dotrio_txn")
-                txn = Transaction(self, self._co.snapshot(), self._alarm_pending, conn)
+                txn = Transaction._create(self, self._co.snapshot(), self._alarm_pending, conn)
                 self._in_transaction += 1
                 try:
                     result = await fn(txn)
@@ -1019,13 +1035,14 @@ class ObjectStorage:
 
 
 
-class Transaction:
+@final
+class Transaction(metaclass=NoPublicConstructor):
     """The ``txn`` given to ``storage.transaction(fn)``."""
 
     __slots__ = ("_storage", "_snapshot", "_alarm_before", "_conn", "_rolled_back", "_done")
 
     def __init__(
-        self, storage: ObjectStorage, snapshot: object, alarm_before: Any, conn: apsw.Connection | None
+        self, storage: StorageEngine, snapshot: object, alarm_before: Any, conn: apsw.Connection | None
     ) -> None:
         self._storage = storage
         self._snapshot = snapshot
@@ -1036,7 +1053,7 @@ class Transaction:
         self._rolled_back = False
         self._done = False
 
-    def _check(self) -> ObjectStorage:
+    def _check(self) -> StorageEngine:
         if self._done:
             raise StorageError("this transaction has finished; use storage directly")
         if self._rolled_back:
@@ -1061,24 +1078,31 @@ class Transaction:
             storage._unpin()
 
     async def get(self, key: str | list[str]) -> Any:
+        """As ``storage.get``, inside the transaction."""
         return await self._check().get(key)
 
     async def put(self, key: str | dict[str, Any], value: Any = _UNSET) -> None:
+        """As ``storage.put``, inside the transaction."""
         await self._check().put(key, value)
 
     async def delete(self, key: str | list[str]) -> bool | int:
+        """As ``storage.delete``, inside the transaction."""
         return await self._check().delete(key)
 
     async def list(self, **options: Any) -> dict[str, Any]:
+        """As ``storage.list``, inside the transaction."""
         return await self._check().list(**options)
 
     async def get_alarm(self) -> int | None:
+        """As ``storage.get_alarm``, inside the transaction."""
         return await self._check().get_alarm()
 
     async def set_alarm(self, scheduled_time: int | float | _dt.datetime) -> None:
+        """As ``storage.set_alarm``, inside the transaction (undone if it rolls back)."""
         await self._check().set_alarm(scheduled_time)
 
     async def delete_alarm(self) -> None:
+        """As ``storage.delete_alarm``, inside the transaction (undone if it rolls back)."""
         await self._check().delete_alarm()
 
     def rollback(self) -> None:

@@ -9,13 +9,21 @@ the table. The alarm manager reaches the table only through
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 import apsw
 
 from .._errors import StorageError
 
-__all__ = ["ScheduleRow", "ScheduleTable", "TransactionHost", "SCHEDULES_TABLE"]
+__all__ = [
+    "ScheduleRow",
+    "ScheduleTable",
+    "TransactionHost",
+    "SCHEDULES_TABLE",
+    "HAS_TABLE_SQL",
+    "NEXT_RUN_SQL",
+    "DROP_TABLE_SQL",
+]
 
 SCHEDULES_TABLE = "_dotrio_schedules"
 
@@ -27,8 +35,9 @@ _DDL = (
     "CREATE INDEX IF NOT EXISTS _dotrio_schedules_next ON _dotrio_schedules(next_ms)"
 )
 _COLUMNS = "id, seq, method, payload, next_ms, cron, tz, interval_ms, missed, retries"
-_HAS_TABLE = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_dotrio_schedules'"
-_NEXT = "SELECT min(next_ms) FROM _dotrio_schedules"
+_HAS_TABLE = HAS_TABLE_SQL = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_dotrio_schedules'"
+_NEXT = NEXT_RUN_SQL = "SELECT min(next_ms) FROM _dotrio_schedules"
+DROP_TABLE_SQL = "DROP TABLE IF EXISTS _dotrio_schedules"  # delete_all(): the rows are part of "everything"
 _DUE = f"SELECT {_COLUMNS} FROM _dotrio_schedules WHERE next_ms <= ? ORDER BY next_ms, id LIMIT ?"
 _CURRENT = "SELECT 1 FROM _dotrio_schedules WHERE id=? AND seq=?"
 _INSERT = f"INSERT OR REPLACE INTO _dotrio_schedules({_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?,0)"
@@ -88,14 +97,14 @@ class ScheduleTable:
         """The table may have been dropped (``delete_all()``) or rolled back: look again."""
         self._exists = None
 
-    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]] | None:
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]] | None:
         if not self.exists():
             return None
         conn = self._host.read_connection()
         if conn is None:
             return None
         try:
-            return conn.execute(sql, args).fetchall()
+            return cast("list[tuple[Any, ...]]", conn.execute(sql, args).fetchall())
         except apsw.SQLError:
             self._exists = False  # dropped by delete_all()
             return None
@@ -105,7 +114,7 @@ class ScheduleTable:
         rows = self._read(_NEXT)
         if not rows or rows[0][0] is None:
             return None
-        return int(rows[0][0])  # type: ignore[call-overload]
+        return int(rows[0][0])
 
     def due(self, now_ms: int, limit: int) -> list[ScheduleRow]:
         """At most ``limit`` rows due at ``now_ms``, soonest first."""

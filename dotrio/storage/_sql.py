@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, final
 
 import apsw
 import trio
 
 from .._errors import StorageError
-
+from .._util import NoPublicConstructor
 
 __all__ = ["SqlStorage", "SqlCursor", "SqlInterrupted", "DEFAULT_MAX_SQL_RESULT_ROWS"]
 
@@ -94,7 +94,8 @@ class _DeadlineCheck:
         return False
 
 
-class SqlCursor:
+@final
+class SqlCursor(metaclass=NoPublicConstructor):
     """The rows of the last statement of one ``exec`` call, read in full.
 
     Iterating yields each row as a dict; ``raw()`` yields lists. Rows are
@@ -118,24 +119,27 @@ class SqlCursor:
             raise StopIteration
         row = self._rows[self._pos]
         self._pos += 1
-        return dict(zip(self.column_names, row))
+        return dict(zip(self.column_names, row, strict=False))
 
     def next(self) -> dict[str, Any] | None:
         """The next row, or None when there are no more."""
         return next(self, None)
 
     def to_array(self) -> list[dict[str, Any]]:
+        """The remaining rows, as a list of dicts."""
         names = self.column_names
         rest = self._rows[self._pos :]
         self._pos = len(self._rows)
-        return [dict(zip(names, row)) for row in rest]
+        return [dict(zip(names, row, strict=False)) for row in rest]
 
     def raw(self) -> Iterator[list[Any]]:
+        """The remaining rows as lists of values (no column names)."""
         rest = self._rows[self._pos :]
         self._pos = len(self._rows)
         return iter([list(row) for row in rest])
 
     def one(self) -> dict[str, Any]:
+        """The only row; StorageError unless exactly one row remains."""
         remaining = len(self._rows) - self._pos
         if remaining != 1:
             raise StorageError(f"one() expected exactly one row, the query returned {remaining}")
@@ -198,7 +202,8 @@ class SqlHost(Protocol):
 
 
 class SqlStorage:
-    """``ctx.storage.sql``."""
+    """``ctx.storage.sql``: SQL on the object's own SQLite database, in the
+    same transaction as its KV writes."""
 
     __slots__ = ("_storage",)
 
@@ -289,4 +294,4 @@ def run_user_sql(
         if check is not None:
             conn.set_progress_handler(None)
     written = conn.total_changes() - before
-    return SqlCursor(names, rows, len(rows), written)
+    return SqlCursor._create(names, rows, len(rows), written)

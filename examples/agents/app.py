@@ -597,7 +597,8 @@ class AgentDO(DurableObject):
                 raise
             self.sql.exec("UPDATE inbox SET status = 'read' WHERE id = ?", msg_id)
             self.sql.exec(
-                "INSERT INTO messages(ts, role, peer, body) VALUES(?, 'thought', ?, ?)", now_ms(self.ctx), sender, answer
+                "INSERT INTO messages(ts, role, peer, body) VALUES(?, 'thought', ?, ?)",
+                now_ms(self.ctx), sender, answer,
             )
             await self.remember(f"{sender} said: {body}", tags=["inbox", sender])
             if want_reply:
@@ -621,7 +622,9 @@ class AgentDO(DurableObject):
         """Runs when a reminder falls due (called by the scheduler; private, so
         not reachable over RPC)."""
         note = payload.get("note", "")
-        self.sql.exec("INSERT INTO messages(ts, role, peer, body) VALUES(?, 'reminder', NULL, ?)", now_ms(self.ctx), note)
+        self.sql.exec(
+            "INSERT INTO messages(ts, role, peer, body) VALUES(?, 'reminder', NULL, ?)", now_ms(self.ctx), note
+        )
         count = (await self.ctx.storage.get("reminders_fired") or 0) + 1
         await self.ctx.storage.put("reminders_fired", count)
         await self._publish("agent.schedule.fired", {"note": note, "count": count})
@@ -833,7 +836,8 @@ class RelayDO(DurableObject):
                 return _subscribe_socket(self.ctx, request, "subscriber")
             if rest == ["publish"] and request.method == "POST":
                 data = _body(request)
-                event = {"type": data.get("type"), "agent": data.get("agent"), "ts": now_ms(self.ctx), "data": data.get("data")}
+                event = {"type": data.get("type"), "agent": data.get("agent"), "ts": now_ms(self.ctx),
+                         "data": data.get("data")}
                 return Response.json({"delivered": await self.publish(event)})
             if not rest and request.method == "GET":
                 return Response.json({**await self.stats(), "recent": self.recent_events()})

@@ -118,7 +118,9 @@ class Simulation:
 
     # ---- plumbing ----
 
-    async def request(self, client: httpx.AsyncClient, phase: PhaseStats, method: str, path: str, body: Any = None) -> Any:
+    async def request(
+        self, client: httpx.AsyncClient, phase: PhaseStats, method: str, path: str, body: Any = None
+    ) -> Any:
         start = time.perf_counter()
         try:
             resp = await client.request(method, path, json=body)
@@ -347,14 +349,16 @@ def render(report: dict[str, Any]) -> str:
     for name, s in report["phases"].items():
         statuses = " ".join(f"{k}:{v}" for k, v in s["statuses"].items())
         lines.append(
-            f"{name:<16}{s['requests']:>10}{s['errors']:>8}{s['per_second']:>10}{s['p50_ms']:>9}{s['p99_ms']:>9}  {statuses}"
+            f"{name:<16}{s['requests']:>10}{s['errors']:>8}{s['per_second']:>10}"
+            f"{s['p50_ms']:>9}{s['p99_ms']:>9}  {statuses}"
         )
     a = report["agents"]
     lines += [
         "",
         f"messages sent: {report['messages_sent']}",
         f"relay events received: {sum(report['relay_events_received'].values())} {report['relay_events_received']}",
-        f"sampled {a['sampled_agents']} agents: {a['messages_per_agent']} log entries, {a['memories_per_agent']} memories, "
+        f"sampled {a['sampled_agents']} agents: {a['messages_per_agent']} log entries, "
+        f"{a['memories_per_agent']} memories, "
         f"{a['unread_inbox_per_agent']} unread inbox messages each",
         f"loops ({a['loop_agents_sampled']} sampled): {a['ticks_per_loop_agent']} ticks each, "
         f"{a['loop_errors']} errors, {a['loops_running']} running at read-back",
@@ -374,7 +378,9 @@ def _bounded(kind: type, low: float, high: float) -> Callable[[str], Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--url", default="http://127.0.0.1:8787", help="the running server (this machine only)")
     ap.add_argument("--agents", type=_bounded(int, 1, MAX_AGENTS), default=1000)
     ap.add_argument("--loops", type=_bounded(int, 0, MAX_AGENTS), default=None,

@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import sys
 import tomllib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 import pytest
 import trio
 
-from dotrio import Response, Runtime
-from dotrio.testing import advance, evict, list_durable_object_ids, run_durable_object_alarm, run_in_durable_object
+from dotrio.testing import (
+    advance,
+    evict,
+    list_durable_object_ids,
+    run_durable_object_alarm,
+    run_in_durable_object,
+)
 
 from .conftest import EXAMPLE_CONFIG
+
+if TYPE_CHECKING:
+    from dotrio import Response, Runtime
 
 
 def make(factory: Any, **vars: Any) -> Runtime:

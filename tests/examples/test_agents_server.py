@@ -175,10 +175,14 @@ async def test_subscription_events_over_a_real_websocket(server: Server) -> None
 async def test_agent_to_agent_delivery(server: Server) -> None:
     async with client(server) as c, subscriber(server, "/agents/uma", "agent.inbox") as ws:
         assert (await ok(c, "POST", "/agents/vic/send", {"to": "uma", "body": "by rpc"}))["via"] == "rpc"
-        assert (await ok(c, "POST", "/agents/vic/send", {"to": "uma", "body": "by fetch", "via": "fetch"}))["via"] == "fetch"
+        sent = await ok(c, "POST", "/agents/vic/send", {"to": "uma", "body": "by fetch", "via": "fetch"})
+        assert sent["via"] == "fetch"
         assert [(await next_event(ws))["data"]["body"] for _ in range(2)] == ["by rpc", "by fetch"]
         inbox = await ok(c, "GET", "/agents/uma/inbox")
-        assert [(m["sender"], m["body"], m["via"]) for m in inbox] == [("vic", "by rpc", "rpc"), ("vic", "by fetch", "fetch")]
+        assert [(m["sender"], m["body"], m["via"]) for m in inbox] == [
+            ("vic", "by rpc", "rpc"),
+            ("vic", "by fetch", "fetch"),
+        ]
 
 
 async def test_relay_fan_out_and_a_running_loop(server: Server) -> None:

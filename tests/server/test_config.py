@@ -159,7 +159,9 @@ ERRORS = [
 
 
 @pytest.mark.parametrize(("text", "key", "expected"), ERRORS, ids=[e[1] or "toml" for e in ERRORS])
-def test_every_error_names_file_key_and_expectation(project: Project, text: str, key: str | None, expected: str) -> None:
+def test_every_error_names_file_key_and_expectation(
+    project: Project, text: str, key: str | None, expected: str
+) -> None:
     path = project.write(text)
     with pytest.raises(dotrio.ConfigError) as info:
         load_config(path)
@@ -414,7 +416,9 @@ def test_cli_bad_config_exits_2_with_the_message_and_no_traceback(project: Proje
     path = project.write("[runtime]\ndurability = 'disk'\n" + BINDING)
     result = CliRunner().invoke(cli, [command, str(path)])
     assert result.exit_code == 2
-    assert result.stderr == f"dotrio: error: {path}: runtime.durability: expected 'process' or 'power', got str 'disk'\n"
+    assert result.stderr == (
+        f"dotrio: error: {path}: runtime.durability: expected 'process' or 'power', got str 'disk'\n"
+    )
     assert "Traceback" not in result.output
 
 

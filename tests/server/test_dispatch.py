@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 import trio
+import trio.lowlevel
 
 import dotrio
 from dotrio.server import Dispatcher
@@ -25,7 +26,7 @@ class Counter(dotrio.DurableObject):
         if path.endswith("/abort"):
             self.ctx.abort("testing")
         if path.endswith("/hold"):
-            await self.ctx.block_concurrency_while(lambda: trio.sleep(0.2))
+            await self.ctx.block_concurrency_while(lambda: trio.sleep(0.2))  # noqa: ASYNC105 - awaited inside
         n = (await self.ctx.storage.get("n") or 0) + 1
         await self.ctx.storage.put("n", n)
         return dotrio.Response.json({"url": request.url, "name": self.ctx.id.name, "n": n})
@@ -39,7 +40,7 @@ class Worker(dotrio.WorkerEntrypoint):
             raise dotrio.OverloadedError("full", retry_after=2.5)
         if request.path == "/later":
             async def later() -> None:
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
                 Worker.done.append("later")
 
             self.ctx.wait_until(later())

@@ -186,7 +186,9 @@ class Server:
 
 
 @pytest.fixture(scope="module", params=KINDS)
-def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[App, Server, Server]]:
+def running(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[App, Server, Server]]:
     """One routing server and one worker server per front end, shared by the
     module's read-mostly tests (startup is the expensive part)."""
     kind = request.param

@@ -17,8 +17,10 @@ from wsproto.events import (
     CloseConnection,
     Ping,
     Pong,
-    Request as WSRequest,
     TextMessage,
+)
+from wsproto.events import (
+    Request as WSRequest,
 )
 from wsproto.frame_protocol import CloseReason
 

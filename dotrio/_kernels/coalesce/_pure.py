@@ -27,9 +27,15 @@ from __future__ import annotations
 import datetime as _dt
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
-from .._constants import DEFAULT_CACHE_BUDGET, ENTRY_OVERHEAD, MAX_KEY_BYTES, MAX_VALUE_BYTES, SETTLE_COPY_MAX
+from .._constants import (
+    DEFAULT_CACHE_BUDGET,
+    ENTRY_OVERHEAD,
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    SETTLE_COPY_MAX,
+)
 from ..codec import decode, encode
 
 __all__ = [
@@ -123,9 +129,9 @@ def _keep_kind(value: object) -> int:
     if _immutable(value, 0):
         return _KEEP_SAME
     if type(value) is dict:
-        return _KEEP_DICT if all(_immutable(v, 1) for v in value.values()) else _KEEP_NOT  # type: ignore[attr-defined]
+        return _KEEP_DICT if all(_immutable(v, 1) for v in value.values()) else _KEEP_NOT
     if type(value) is list:
-        return _KEEP_LIST if all(_immutable(v, 1) for v in value) else _KEEP_NOT  # type: ignore[attr-defined]
+        return _KEEP_LIST if all(_immutable(v, 1) for v in value) else _KEEP_NOT
     return _KEEP_NOT
 
 
@@ -247,9 +253,9 @@ class Coalescer:
             if kind == _KEEP_NOT:
                 return decode(data)
         if kind == _KEEP_DICT:
-            return dict(value)
+            return dict(value)  # type: ignore[call-overload]
         if kind == _KEEP_LIST:
-            return list(value)
+            return list(value)  # type: ignore[call-overload]
         return value
 
     def remember(self, key: str, data: bytes | None) -> None:
@@ -311,7 +317,7 @@ class Coalescer:
         return (dict(self._pending), list(self._keys), self._unsorted)
 
     def restore(self, snapshot: object) -> None:
-        pending, keys, unsorted = snapshot  # type: ignore[misc]
+        pending, keys, unsorted = cast("tuple[dict[str, bytes | None], list[str], bool]", snapshot)
         self._pending = dict(pending)
         self._keys = list(keys)
         self._unsorted = unsorted

@@ -2,101 +2,12 @@
 
 ``_compiled.pyx`` beside this file is the compiled twin: both produce the
 same bytes for the same value and accept and reject the same inputs with the
-same messages; ``dotrio._kernels.codec`` picks one of them.
-
-Values
-======
-
-Stored values are exactly (``type(v) is T``, never a subclass) ``None``,
-``bool``, ``int`` (any size), ``float``, ``str``, ``bytes``, ``list``,
-``tuple``, ``dict``, ``set``, ``frozenset``, ``datetime.datetime`` and
-``datetime.date``. Subclasses (``IntEnum``, ``OrderedDict``, ``defaultdict``,
-named tuples, pandas ``Timestamp``...) raise ``TypeError``: a subclass carries
-behaviour that a decoded plain value would silently lose. ``bytearray`` and
-``memoryview`` raise ``TypeError`` too (use ``bytes``).
-
-* ``float``: bit-exact, so NaN payloads, the infinities and ``-0.0`` survive.
-* ``str``: stored as UTF-8; a ``str`` holding a lone surrogate cannot be, and
-  raises ``ValueError``.
-* ``dict``: insertion order kept; keys are any supported hashable values.
-* ``datetime``: naive stays naive. An aware one keeps its UTC offset exactly
-  (down to the microsecond) and its ``fold``, but not its ``tzinfo`` object: it
-  comes back with a fixed ``datetime.timezone`` of the offset it had at that
-  instant (a ``zoneinfo.ZoneInfo("Europe/Paris")`` winter time comes back as
-  ``timezone(timedelta(hours=1))``; offset zero comes back as
-  ``timezone.utc``). A ``tzinfo`` whose ``utcoffset()`` returns None makes the
-  datetime naive, as Python itself considers it.
-* Shared (acyclic) references are stored once per occurrence and decode as
-  separate objects. A value that contains itself raises ``ValueError``; so does
-  nesting more than ``MAX_DEPTH`` containers deep (without ever exhausting the
-  C stack or raising ``RecursionError``: this pure twin takes one Python frame
-  per level, and if its caller is so deep already that even that runs out, it
-  raises ``ValueError`` too).
-* The value must not be mutated while it is being encoded (only a custom
-  ``tzinfo.utcoffset`` could even try).
-
-Errors name the place in the value: ``value['a'][3]`` is item 3 of the value
-under key ``'a'``; ``value<key #2>`` is the third key of a dict (itself
-unsupported); ``value['s']<item #0>`` is the first item, in iteration order, of
-a set or frozenset. Paths longer than 16 steps are shortened with ``...``.
-
-Format (version 1)
-==================
-
-An encoding is one format-version byte (``0x01``; a future format gets a new
-number and ``decode`` keeps reading the old ones) followed by exactly one value.
-A value is a tag byte, then a payload that depends on the tag:
-
-======  ==========  ==========================================================
-tag     name        payload
-======  ==========  ==========================================================
-0x00    NONE        -
-0x01    FALSE       -
-0x02    TRUE        -
-0x03    INT_POS     varint n: the int n (128 <= n < 2**64)
-0x04    INT_NEG     varint m: the int -1 - m (-2**64 <= value < 0)
-0x05    BIGINT      varint k, then k bytes: two's complement, little-endian,
-                    in the fewest bytes (every other int)
-0x06    FLOAT       8 bytes: IEEE 754 binary64, little-endian
-0x07    STR         varint k, then k bytes of UTF-8 (k >= 32)
-0x08    BYTES       varint k, then k bytes
-0x09    LIST        varint n, then n values (n >= 16)
-0x0A    TUPLE       varint n, then n values
-0x0B    DICT        varint n, then n pairs: key value, key value... (n >= 16)
-0x0C    SET         varint n, then n values
-0x0D    FROZENSET   varint n, then n values
-0x0E    DATE        varint: ``date.toordinal()`` (1..3652059)
-0x0F    DATETIME    flags byte, varint ordinal, varint microsecond of the day
-                    (0..86399999999), then, if aware, a zigzag varint offset.
-                    flags: bit 0 ``fold``; bit 1 aware; bits 2-3 the offset's
-                    unit: 0 minutes, 1 seconds, 2 microseconds (the coarsest
-                    exact one). Other bits are zero.
-0x10    REF         varint i: string number i of the string table (i >= 32)
-0x11-1F             unassigned
-0x20-3F FIXSTR      k = tag - 0x20 (0..31), then k bytes of UTF-8
-0x40-5F FIXREF      string number tag - 0x40 of the string table
-0x60-6F FIXLIST     n = tag - 0x60 (0..15), then n values
-0x70-7F FIXDICT     n = tag - 0x70 (0..15), then n key-value pairs
-0x80-FF FIXINT      the int tag - 0x80 (0..127)
-======  ==========  ==========================================================
-
-* varint: unsigned LEB128 (7 bits a byte, low group first, high bit set on
-  every byte but the last), at most 10 bytes, at most 2**64 - 1.
-* zigzag: n >= 0 is stored as 2n, n < 0 as -2n - 1.
-* String table: every str of 2 to 64 code points, the first time it occurs
-  (in encoding order: a dict key before its value), is appended to a table
-  built on the fly by encoder and decoder alike; later occurrences of an equal
-  str are a REF/FIXREF to its number. This keeps repeated dict keys (a list of
-  records) and repeated short values small, like pickle's memo but by value,
-  so the output stays deterministic.
-
-The encoder always picks the shortest form listed (FIXINT before INT_POS,
-FIXSTR before STR, a REF when the table has the string...), which makes the
-output deterministic: the same value gives the same bytes (sets and dicts in
-their iteration order). The decoder also accepts the longer forms (and
-non-minimal varints), but rejects everything else -- unknown tags, truncation,
-trailing bytes, invalid UTF-8, out-of-range numbers, unhashable keys, nesting
-deeper than ``MAX_DEPTH`` -- with ``ValueError("corrupt stored value: ...")``.
+same messages; ``dotrio._kernels.codec`` picks one of them. Stored values are
+exactly ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``, ``list``,
+``tuple``, ``dict``, ``set``, ``frozenset``, ``datetime`` and ``date`` (never a
+subclass), encoded as one format-version byte and a tag per value. The value
+rules and the byte format (version 1, tag by tag) are specified in
+docs/design/kernels.md; a change to either changes both twins and that page.
 """
 
 from __future__ import annotations
@@ -145,7 +56,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _date_fromordinal = _dt.date.fromordinal
 _datetime = _dt.datetime
 _date = _dt.date
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 
 
 # ---------------------------------------------------------------- errors
@@ -284,7 +195,7 @@ class _Encoder:
                     return
                 memo[v] = len(memo)  # type: ignore[index]
             try:
-                b = v.encode()  # type: ignore[union-attr]
+                b = v.encode()  # type: ignore[attr-defined]
             except UnicodeEncodeError as e:
                 raise _Fail("str", (e.reason, e.start)) from None
             k = len(b)
@@ -305,10 +216,10 @@ class _Encoder:
                 _write_varint(out, -1 - v)  # type: ignore[operator]
             else:
                 mag = v if v >= 0 else ~v  # type: ignore[operator]
-                k = (mag.bit_length() + 8) // 8
+                k = (mag.bit_length() + 8) // 8  # type: ignore[union-attr]
                 out.append(_BIGINT)
                 _write_varint(out, k)
-                out += v.to_bytes(k, "little", signed=True)  # type: ignore[union-attr]
+                out += v.to_bytes(k, "little", signed=True)  # type: ignore[attr-defined]
         elif t is dict:
             if depth >= MAX_DEPTH:
                 raise _too_deep(self.stack, v)
@@ -320,7 +231,7 @@ class _Encoder:
                 out.append(_DICT)
                 _write_varint(out, n)
             depth += 1
-            for i, (key, item) in enumerate(v.items()):  # type: ignore[union-attr]
+            for i, (key, item) in enumerate(v.items()):  # type: ignore[attr-defined]
                 try:
                     self.value(key, depth)
                 except _Fail as f:
@@ -349,7 +260,7 @@ class _Encoder:
                 _write_varint(out, n)
                 step = "i" if t is tuple else "s"
             depth += 1
-            for i, item in enumerate(v):  # type: ignore[call-overload]
+            for i, item in enumerate(v):  # type: ignore[arg-type]
                 try:
                     self.value(item, depth)
                 except _Fail as f:
@@ -366,12 +277,12 @@ class _Encoder:
         elif t is bytes:
             out.append(_BYTES)
             _write_varint(out, len(v))  # type: ignore[arg-type]
-            out += v  # type: ignore[operator]
+            out += v  # type: ignore[arg-type]
         elif t is _datetime:
             _write_datetime(out, v)  # type: ignore[arg-type]
         elif t is _date:
             out.append(_DATE)
-            _write_varint(out, v.toordinal())  # type: ignore[union-attr]
+            _write_varint(out, v.toordinal())  # type: ignore[attr-defined]
         else:
             raise _Fail("type", t)
 
@@ -382,7 +293,7 @@ def _write_datetime(out: bytearray, v: _dt.datetime) -> None:
     if offset is not None:
         flags |= 2
         us = (offset.days * 86400 + offset.seconds) * 1_000_000 + offset.microseconds
-        for unit, size in enumerate(_UNIT_US):
+        for unit, size in enumerate(_UNIT_US):  # noqa: B007 - `unit` is read after the break
             if us % size == 0:
                 break
         flags |= unit << 2

@@ -2,62 +2,12 @@
 
 The runtime keeps every armed alarm (up to millions) in one of these and a single
 Trio task sleeps until :meth:`TimerWheel.next_due`. The wheel itself is a plain
-data structure: no Trio, no clock; the caller passes "now" in.
-
-Design
-------
-*Ticks.* A time ``when_ms`` lives in tick ``when_ms // tick_ms``. The wheel has a
-cursor tick ``c``: every armed entry with tick ``<= c`` is *ready* and sits in a
-small binary heap ordered by ``(when_ms, handle)``; every entry with tick
-``t > c`` sits in the wheel proper.
-
-*Levels and slots (radix placement).* There are ``LEVELS = 11`` levels of
-``64`` slots, 6 bits of tick per level, so 66 bits cover every non-negative
-int64 tick and there is no overflow list and no wrap-around. An entry with tick
-``t > c`` goes to level ``L = (bit_length(t ^ c) - 1) // 6`` -- the highest
-6-bit digit in which it differs from the cursor -- and to slot
-``(t >> 6L) & 63`` of that level. Because ``t > c``, that digit of ``t`` is
-strictly greater than the cursor's, and all higher digits are equal, so:
-
-* within a level, slot order is time order (no wrap to reason about), and
-* every entry of level ``L`` is earlier than every entry of level ``L + 1``.
-
-Hence the earliest entry is in the lowest occupied slot of the lowest occupied
-level, found in O(1) with a 64-bit occupancy bitmap per level plus a bitmask of
-non-empty levels.
-
-*Cascading.* ``pop_due(now)`` repeatedly takes the lowest occupied slot; if its
-range starts at or before ``now``'s tick the cursor jumps to the slot's start
-(skipping empty ticks, however many) and the slot's entries are re-placed
-relative to the new cursor: those at exactly the cursor tick go to the ready
-heap, the rest land on strictly lower levels. Each entry therefore descends at
-most ``LEVELS - 1`` times in its life; a 30-day alarm at 1 ms ticks starts at
-level 5. Moving the cursor to any tick below the lowest occupied slot's start
-never invalidates the placement of the entries left in the wheel, which is what
-lets one ``pop_due`` jump years at the cost of the occupied slots only.
-
-*Exact answers.* ``pop_due`` emits from the ready heap while its top is
-``<= now_ms``, so nothing later than ``now_ms`` is ever returned even when
-``tick_ms > 1`` or the cursor is ahead of ``now``; the output is sorted by
-``(when_ms, handle)``, which is also the tie order (handles are allocated
-deterministically, so both twins agree exactly). ``next_due`` is the heap top
-if the heap is non-empty, else the cached minimum of the lowest occupied slot:
-arming keeps a slot's minimum exact, and only cancelling (or re-arming) the
-entry that *is* the minimum invalidates it. ``next_due`` then does not rescan
-the slot (a rescan per call is O(slot) when the earliest alarms keep being
-re-armed); it opens the slot early, exactly as ``pop_due`` will once its time
-comes, moving every entry down a level, which is paid for by the at most
-``LEVELS - 1`` descents of each entry. The price is that the cursor may run
-ahead of the last ``now``: alarms armed between the two are ready-heap entries
-(O(log ready)), which ``pop_due`` still returns only when due.
-
-*Memory layout.* Entries are int handles into parallel arrays (``when`` int64,
-``next``/``prev`` int32 for the doubly linked slot lists, ``loc`` uint16 = slot
-number, READY or FREE); a ready entry's ``prev`` holds its heap position so it
-can be removed in O(log ready). Freed handles are reused LIFO through ``next``.
-Keys live in a list indexed by handle plus a ``key -> handle`` dict. The
-Cython twin uses C arrays and replaces the dict by an open-addressing table of
-int32 handles, so no Python object per alarm exists beyond the caller's key.
+data structure: no Trio, no clock; the caller passes "now" in. Entries are int
+handles into parallel arrays, placed in 11 levels of 64 slots by the highest
+6-bit digit in which their tick differs from the cursor, so the earliest entry
+is found in O(1) and each entry descends at most 10 times in its life. The
+design (ticks, radix placement, cascading, exact answers, memory layout) is
+in docs/design/kernels.md.
 """
 
 from __future__ import annotations
